@@ -1,0 +1,35 @@
+/*
+ * drivekit: a C11 toolkit for the autonomous-driving model lifecycle.
+ *
+ * This is the umbrella header. It carries the version and includes every
+ * module header that is part of this build. Each module header is its own
+ * manual: an overview with an example, then every type and function with
+ * ownership, units and exact error returns.
+ *
+ *   core.h   status codes + error messages, allocator and arenas, thread pool,
+ *            refcounted buffers and tensor views, Philox RNG, JPEG/PNG I/O,
+ *            JSON reading/writing, logging and progress reporting.
+ *
+ * Conventions shared by every module:
+ *   - Public symbols are dk_<module>_<verb>; macros DK_; types dk_<name>.
+ *   - Fallible functions return int: 0 (DK_OK) on success, a negative DK_E*
+ *     code on failure. dk_status_str() names a code; dk_errmsg() returns the
+ *     calling thread's last error message, "function(): what, where".
+ *   - Engines are opaque handles made by dk_x_create(&cfg, &out) and released
+ *     by NULL-safe dk_x_destroy(). Config structs are filled with defaults by
+ *     dk_x_config_init() first, so fields can be added later.
+ *   - The library never prints, exits or aborts on bad input; it never owns a
+ *     hidden thread. Parallel work runs on an explicit dk_pool.
+ */
+#ifndef DRIVEKIT_H
+#define DRIVEKIT_H
+
+#define DK_VERSION_MAJOR 0
+#define DK_VERSION_MINOR 1
+#define DK_VERSION_PATCH 0
+#define DK_VERSION_HEX ((DK_VERSION_MAJOR << 16) | (DK_VERSION_MINOR << 8) | DK_VERSION_PATCH)
+#define DK_VERSION_STRING "0.1.0"
+
+#include "drivekit/core.h"
+
+#endif /* DRIVEKIT_H */

@@ -1,0 +1,50 @@
+/*
+ * Library-internal helpers shared by every module (never installed, never
+ * included by users). Cross-file internal symbols use the dk__ prefix.
+ */
+#ifndef DRIVEKIT_INTERNAL_H
+#define DRIVEKIT_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "drivekit/core.h"
+
+/* Records "func(): message" as the calling thread's error and returns status.
+ * The usual way to fail:
+ *     return dk__error(DK_EINVALIDDATA, __func__, "%s: frame %d: bad pts", path, i);
+ */
+int dk__error(int status, const char *func, const char *fmt, ...) DK_PRINTF(3, 4);
+int dk__verror(int status, const char *func, const char *fmt, va_list ap);
+
+/* Copies the thread's current message into a handle's buffer (DK_ERRMSG_MAX
+ * bytes) and returns status unchanged: `return dk__keep(st, h->errmsg);`. */
+int dk__keep(int status, char *handle_errmsg);
+
+/* Overflow-checked size arithmetic: return 0 on success, 1 on overflow. */
+static inline int dk__mul_overflow(size_t a, size_t b, size_t *out)
+{
+    return __builtin_mul_overflow(a, b, out);
+}
+static inline int dk__add_overflow(size_t a, size_t b, size_t *out)
+{
+    return __builtin_add_overflow(a, b, out);
+}
+
+/* Path for messages: the last component is enough for the reader, but keep the
+ * whole path so the message is unambiguous. Never NULL. */
+static inline const char *dk__str(const char *s)
+{
+    return s ? s : "(null)";
+}
+
+#define DK__UNUSED(x) ((void)(x))
+
+/* Programmer-error check: aborts with file and line. Never for bad input. */
+#define DK__ASSERT(cond)                                                          \
+    do {                                                                          \
+        if (!(cond)) dk__assert_fail(#cond, __FILE__, __LINE__);                  \
+    } while (0)
+_Noreturn void dk__assert_fail(const char *expr, const char *file, int line);
+
+#endif /* DRIVEKIT_INTERNAL_H */
