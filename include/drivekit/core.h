@@ -298,14 +298,15 @@ typedef struct dk_rng {
     uint64_t stream;
     uint64_t block;      /* next 128-bit block index */
     uint32_t buf[4];
-    int avail;           /* unread words left in buf (read from the back) */
+    int avail;           /* unread words left in buf (consumed in order) */
 } dk_rng;
 
 DK_API void dk_rng_init(dk_rng *r, uint64_t seed, uint64_t stream);
 /** Jumps to 32-bit word `index` of the stream. */
 DK_API void dk_rng_seek(dk_rng *r, uint64_t index);
-/** Mixes up to four ids (e.g. epoch, sample, step, camera) into one stream id,
- *  bijectively for the first two: distinct tuples give distinct streams. */
+/** Mixes up to four ids (e.g. epoch, sample, step, camera) into one 64-bit
+ *  stream id through two Philox passes. Treat it as a 64-bit hash: two
+ *  distinct tuples collide with probability about 2^-64. */
 DK_API uint64_t dk_rng_stream_id(uint64_t a, uint64_t b, uint64_t c, uint64_t d);
 DK_API uint32_t dk_rng_u32(dk_rng *r);
 DK_API uint64_t dk_rng_u64(dk_rng *r);
