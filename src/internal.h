@@ -15,7 +15,7 @@
  *     return dk__error(DK_EINVALIDDATA, __func__, "%s: frame %d: bad pts", path, i);
  */
 int dk__error(int status, const char *func, const char *fmt, ...) DK_PRINTF(3, 4);
-int dk__verror(int status, const char *func, const char *fmt, va_list ap);
+int dk__verror(int status, const char *func, const char *fmt, va_list ap) DK_PRINTF(3, 0);
 
 /* Copies the thread's current message into a handle's buffer (DK_ERRMSG_MAX
  * bytes) and returns status unchanged: `return dk__keep(st, h->errmsg);`. */

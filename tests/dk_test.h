@@ -30,7 +30,9 @@ typedef struct dk_test_case {
 
 #define DK_TEST(fn) { #fn, fn }
 
-static int dk_test_failed_;
+/* One flag shared by every file of a test binary (weak: defined in each
+ * translation unit that includes this header, merged by the linker). */
+__attribute__((weak)) int dk_test_failed_;
 
 #define DK_FAIL_(...)                                                                \
     do {                                                                             \

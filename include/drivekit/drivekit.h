@@ -9,6 +9,12 @@
  *   core.h   status codes + error messages, allocator and arenas, thread pool,
  *            refcounted buffers and tensor views, Philox RNG, JPEG/PNG I/O,
  *            JSON reading/writing, logging and progress reporting.
+ *   camera.h camera models (pinhole, OpenCV, fisheye, f-theta), poses, rolling
+ *            shutter, lidar scan patterns, sensor rigs.
+ *   world.h  scenarios (map, actors, ego, rig), procedural generator, corner-case
+ *            edits, camera/lidar rendering, condition videos, nuScenes writer.
+ *   video.h  frame-exact on-demand video decoding: index, planner, parallel
+ *            GOP decoding, caches, RGB/YUV output.
  *
  * Conventions shared by every module:
  *   - Public symbols are dk_<module>_<verb>; macros DK_; types dk_<name>.
@@ -31,5 +37,8 @@
 #define DK_VERSION_STRING "0.1.0"
 
 #include "drivekit/core.h"
+#include "drivekit/camera.h"
+#include "drivekit/world.h"
+#include "drivekit/video.h"
 
 #endif /* DRIVEKIT_H */

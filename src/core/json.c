@@ -21,6 +21,9 @@
  * cJSON allocates with malloc (its hooks are process-global, so we leave them
  * alone); everything drivekit allocates goes through dk_malloc. cJSON cannot
  * tell an allocation failure from a syntax error; both read as a syntax error.
+ * cJSON also stores the last error position in a process-global that every
+ * parse writes; we never read it (cJSON_GetErrorPtr) and take the position
+ * from return_parse_end instead, so parses on several threads stay correct.
  *
  * Paths. A cursor carries its path ("actors[3].size") by value, so errors can
  * name the field without the tree knowing parents. Keys that are not plain
@@ -43,6 +46,9 @@
 
 #include "drivekit/core.h"
 #include "internal.h"
+
+#define DK__STR_(x) #x
+#define DK__STR(x) DK__STR_(x)
 
 /* Containers with more children than this get a random-access index. */
 #define JSON_INDEX_MIN 8
@@ -100,6 +106,17 @@ static const char *type_name(dk_json_type t)
     }
 }
 
+static int is_ws(unsigned char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
+static int is_num_char(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || ch == '-' || ch == '+' || ch == '.' || ch == 'e' ||
+           ch == 'E';
+}
+
 /* 1-based line and byte column of offset `pos`. */
 static void line_col(const char *text, size_t pos, size_t *line, size_t *col)
 {
@@ -126,6 +143,30 @@ static void excerpt(const char *text, size_t len, size_t pos, char *out, size_t 
     out[n] = '\0';
 }
 
+/* Containers open at `pos` (strings skipped); only run on the error path, to
+ * tell cJSON's nesting limit apart from a plain syntax error. */
+static size_t depth_at(const char *text, size_t pos)
+{
+    size_t depth = 0;
+    int in_str = 0;
+    for (size_t i = 0; i < pos; i++) {
+        char ch = text[i];
+        if (in_str) {
+            if (ch == '\\')
+                i++;
+            else if (ch == '"')
+                in_str = 0;
+        } else if (ch == '"') {
+            in_str = 1;
+        } else if (ch == '[' || ch == '{') {
+            depth++;
+        } else if ((ch == ']' || ch == '}') && depth) {
+            depth--;
+        }
+    }
+    return depth;
+}
+
 static int syntax_error(const char *func, const char *name, const char *text, size_t len,
                         size_t pos, const char *what)
 {
@@ -143,17 +184,6 @@ static int syntax_error(const char *func, const char *name, const char *text, si
 
 /* ------------------------------------------------------------------------ */
 /* Parsing                                                                   */
-
-static int is_ws(unsigned char ch)
-{
-    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
-}
-
-static int is_num_char(unsigned char ch)
-{
-    return (ch >= '0' && ch <= '9') || ch == '-' || ch == '+' || ch == '.' || ch == 'e' ||
-           ch == 'E';
-}
 
 /* RFC 8259 number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? spanning all
  * of s[0..n). Sets *plain_int when there is no fraction or exponent. */
@@ -399,17 +429,24 @@ int dk_json_parse(const char *text, size_t len, const char *name, dk_json **out)
     size_t begin = 0;
     while (begin < len && is_ws((unsigned char)text[begin])) begin++;
     if (begin == len) {
+        int st = syntax_error(__func__, nm, text ? text : "", len, len,
+                              len ? "no JSON value (only whitespace)" : "empty input");
         dk_json_free(doc);
-        return syntax_error(__func__, nm, text ? text : "", len, len,
-                            len ? "no JSON value (only whitespace)" : "empty input");
+        return st;
     }
 
     const char *end = NULL;
     doc->root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!doc->root) {
         size_t pos = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
+        int deep = pos < len && (text[pos] == '[' || text[pos] == '{') &&
+                   depth_at(text, pos) >= CJSON_NESTING_LIMIT;
+        int st = syntax_error(__func__, nm, text, len, pos,
+                              deep ? "nesting deeper than " DK__STR(CJSON_NESTING_LIMIT)
+                                     " levels"
+                                   : "syntax error");
         dk_json_free(doc);
-        return syntax_error(__func__, nm, text, len, pos, "syntax error");
+        return st;
     }
     size_t vend = (size_t)(end - text);
     /* cJSON skips a UTF-8 byte order mark; the rescan must not see it. */
@@ -806,4 +843,374 @@ int dk_json_get_numbers(const dk_json_cur *obj, const char *key, double *out, si
     dk_json_cur c;
     int st = dk_json_field(obj, key, &c);
     return st ? st : dk_json_numbers(&c, out, n);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Streaming writer                                                          */
+
+#define JSONW_MAX_DEPTH 256
+#define JSONW_MAX_INDENT 16
+
+struct dk_jsonw {
+    char *buf;
+    size_t len, cap;
+    int indent;
+    int status;                          /* first failure, sticky */
+    int depth;                           /* open containers */
+    int have_key;                        /* a key waits for its value */
+    int root_done;                       /* the top-level value is complete */
+    int finished;                        /* finish appended its newline */
+    unsigned char is_obj[JSONW_MAX_DEPTH];
+    unsigned char nonempty[JSONW_MAX_DEPTH];
+    char errmsg[DK_ERRMSG_MAX];
+};
+
+DK_PRINTF(4, 5)
+static void jw_fail(dk_jsonw *w, int status, const char *func, const char *fmt, ...)
+{
+    if (w->status) return;
+    va_list ap;
+    va_start(ap, fmt);
+    w->status = dk__verror(status, func, fmt, ap);
+    va_end(ap);
+    dk__keep(status, w->errmsg);
+}
+
+static int jw_reserve(dk_jsonw *w, size_t extra)
+{
+    size_t need;
+    if (dk__add_overflow(w->len, extra, &need) || dk__add_overflow(need, 1, &need)) {
+        jw_fail(w, DK_ENOMEM, "dk_jsonw", "document larger than memory");
+        return 0;
+    }
+    if (need <= w->cap) return 1;
+    size_t cap = w->cap ? w->cap : 256;
+    while (cap < need) {
+        if (cap > SIZE_MAX / 2) {
+            cap = need;
+            break;
+        }
+        cap *= 2;
+    }
+    char *p = dk_realloc(w->buf, cap);
+    if (!p) {
+        jw_fail(w, DK_ENOMEM, "dk_jsonw", "out of memory growing the buffer to %zu bytes", cap);
+        return 0;
+    }
+    w->buf = p;
+    w->cap = cap;
+    return 1;
+}
+
+static void jw_put(dk_jsonw *w, const char *s, size_t n)
+{
+    if (w->status || !jw_reserve(w, n)) return;
+    memcpy(w->buf + w->len, s, n);
+    w->len += n;
+    w->buf[w->len] = '\0';
+}
+
+static void jw_newline(dk_jsonw *w, int level)
+{
+    if (!w->indent) return;
+    size_t n = 1 + (size_t)w->indent * (size_t)level;
+    if (w->status || !jw_reserve(w, n)) return;
+    w->buf[w->len] = '\n';
+    memset(w->buf + w->len + 1, ' ', n - 1);
+    w->len += n;
+    w->buf[w->len] = '\0';
+}
+
+static void jw_string_body(dk_jsonw *w, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    jw_put(w, "\"", 1);
+    const char *run = s;
+    for (const unsigned char *p = (const unsigned char *)s;; p++) {
+        unsigned char ch = *p;
+        if (ch >= 0x20 && ch != '"' && ch != '\\') continue;
+        /* Flush the run of bytes that need no escape (UTF-8 included). */
+        jw_put(w, run, (size_t)((const char *)p - run));
+        if (!ch) break;
+        char esc[6] = { '\\', 0, 0, 0, 0, 0 };
+        size_t n = 2;
+        switch (ch) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[ch >> 4];
+            esc[5] = hex[ch & 15];
+            n = 6;
+        }
+        jw_put(w, esc, n);
+        run = (const char *)p + 1;
+    }
+    jw_put(w, "\"", 1);
+}
+
+/* Separator and indentation before a value; 0 when the value must not be
+ * written (the writer has failed or the value is misplaced). */
+static int jw_before_value(dk_jsonw *w, const char *func)
+{
+    if (w->status) return 0;
+    if (w->depth == 0) {
+        if (w->root_done) {
+            jw_fail(w, DK_ESTATE, func, "the document already has its top-level value");
+            return 0;
+        }
+        return 1;
+    }
+    int top = w->depth - 1;
+    if (w->is_obj[top]) {
+        if (!w->have_key) {
+            jw_fail(w, DK_ESTATE, func, "a value inside an object needs a key first");
+            return 0;
+        }
+        w->have_key = 0;
+        return 1;
+    }
+    if (w->nonempty[top]) jw_put(w, ",", 1);
+    w->nonempty[top] = 1;
+    jw_newline(w, w->depth);
+    return !w->status;
+}
+
+static void jw_after_value(dk_jsonw *w)
+{
+    if (w->depth == 0) w->root_done = 1;
+}
+
+int dk_jsonw_create(int indent, dk_jsonw **out)
+{
+    if (!out) return dk__error(DK_EINVAL, __func__, "out is NULL");
+    *out = NULL;
+    if (indent < 0 || indent > JSONW_MAX_INDENT)
+        return dk__error(DK_EINVAL, __func__, "indent %d outside [0, %d]", indent,
+                         JSONW_MAX_INDENT);
+    dk_jsonw *w = dk_calloc(1, sizeof *w);
+    if (!w) return dk__error(DK_ENOMEM, __func__, "out of memory");
+    w->indent = indent;
+    if (!jw_reserve(w, 0)) {
+        dk_jsonw_destroy(w);
+        return dk__error(DK_ENOMEM, __func__, "out of memory");
+    }
+    w->buf[0] = '\0';
+    *out = w;
+    return DK_OK;
+}
+
+void dk_jsonw_destroy(dk_jsonw *w)
+{
+    if (!w) return;
+    dk_free(w->buf);
+    dk_free(w);
+}
+
+static void jw_begin(dk_jsonw *w, int is_obj, const char *func)
+{
+    if (!jw_before_value(w, func)) return;
+    if (w->depth >= JSONW_MAX_DEPTH) {
+        jw_fail(w, DK_ESTATE, func, "nesting deeper than %d", JSONW_MAX_DEPTH);
+        return;
+    }
+    jw_put(w, is_obj ? "{" : "[", 1);
+    w->is_obj[w->depth] = (unsigned char)is_obj;
+    w->nonempty[w->depth] = 0;
+    w->depth++;
+}
+
+static void jw_end(dk_jsonw *w, int is_obj, const char *func)
+{
+    if (!w || w->status) return;
+    const char *what = is_obj ? "object" : "array";
+    if (w->depth == 0 || w->is_obj[w->depth - 1] != is_obj) {
+        jw_fail(w, DK_ESTATE, func, "no open %s to end", what);
+        return;
+    }
+    if (w->have_key) {
+        jw_fail(w, DK_ESTATE, func, "the last key has no value");
+        return;
+    }
+    w->depth--;
+    if (w->nonempty[w->depth]) jw_newline(w, w->depth);
+    jw_put(w, is_obj ? "}" : "]", 1);
+    jw_after_value(w);
+}
+
+void dk_jsonw_object_begin(dk_jsonw *w)
+{
+    if (w) jw_begin(w, 1, __func__);
+}
+
+void dk_jsonw_object_end(dk_jsonw *w)
+{
+    jw_end(w, 1, __func__);
+}
+
+void dk_jsonw_array_begin(dk_jsonw *w)
+{
+    if (w) jw_begin(w, 0, __func__);
+}
+
+void dk_jsonw_array_end(dk_jsonw *w)
+{
+    jw_end(w, 0, __func__);
+}
+
+void dk_jsonw_key(dk_jsonw *w, const char *key)
+{
+    if (!w || w->status) return;
+    if (!key) {
+        jw_fail(w, DK_EINVAL, __func__, "key is NULL");
+        return;
+    }
+    if (w->depth == 0 || !w->is_obj[w->depth - 1]) {
+        jw_fail(w, DK_EINVAL, __func__, "key outside an object");
+        return;
+    }
+    if (w->have_key) {
+        jw_fail(w, DK_EINVAL, __func__, "two keys in a row (the previous one has no value)");
+        return;
+    }
+    int top = w->depth - 1;
+    if (w->nonempty[top]) jw_put(w, ",", 1);
+    w->nonempty[top] = 1;
+    jw_newline(w, w->depth);
+    jw_string_body(w, key);
+    jw_put(w, w->indent ? ": " : ":", w->indent ? 2 : 1);
+    w->have_key = 1;
+}
+
+void dk_jsonw_string(dk_jsonw *w, const char *s)
+{
+    if (!w) return;
+    if (!s) {
+        dk_jsonw_null(w);
+        return;
+    }
+    if (!jw_before_value(w, __func__)) return;
+    jw_string_body(w, s);
+    jw_after_value(w);
+}
+
+/* Shortest of %.15g, %.16g, %.17g that reads back as the same double; %.17g
+ * always does. The decimal point is forced to '.' whatever the locale. */
+static size_t format_double(double v, char *out, size_t cap)
+{
+    int n = 0;
+    for (int prec = 15; prec <= 17; prec++) {
+        n = snprintf(out, cap, "%.*g", prec, v);
+        if (prec == 17 || strtod(out, NULL) == v) break;
+    }
+    if (n < 0 || (size_t)n >= cap) return 0;
+    size_t j = 0;
+    int dot = 0;
+    for (int i = 0; i < n; i++) {
+        char ch = out[i];
+        if ((ch >= '0' && ch <= '9') || ch == '-' || ch == '+' || ch == 'e' || ch == 'E') {
+            out[j++] = ch;
+        } else if (!dot) {
+            out[j++] = '.';
+            dot = 1;
+        }
+    }
+    out[j] = '\0';
+    return j;
+}
+
+void dk_jsonw_number(dk_jsonw *w, double v)
+{
+    if (!w || w->status) return;
+    if (!isfinite(v)) {
+        jw_fail(w, DK_EINVAL, __func__, "%s is not a JSON number",
+                isnan(v) ? "NaN" : (v > 0 ? "inf" : "-inf"));
+        return;
+    }
+    if (!jw_before_value(w, __func__)) return;
+    char tmp[40];
+    size_t n = format_double(v, tmp, sizeof tmp);
+    if (!n) {
+        jw_fail(w, DK_EINTERNAL, __func__, "cannot format %a", v);
+        return;
+    }
+    jw_put(w, tmp, n);
+    jw_after_value(w);
+}
+
+void dk_jsonw_int(dk_jsonw *w, int64_t v)
+{
+    if (!w || !jw_before_value(w, __func__)) return;
+    char tmp[24];
+    int n = snprintf(tmp, sizeof tmp, "%" PRId64, v);
+    jw_put(w, tmp, (size_t)n);
+    jw_after_value(w);
+}
+
+void dk_jsonw_bool(dk_jsonw *w, int v)
+{
+    if (!w || !jw_before_value(w, __func__)) return;
+    if (v)
+        jw_put(w, "true", 4);
+    else
+        jw_put(w, "false", 5);
+    jw_after_value(w);
+}
+
+void dk_jsonw_null(dk_jsonw *w)
+{
+    if (!w || !jw_before_value(w, __func__)) return;
+    jw_put(w, "null", 4);
+    jw_after_value(w);
+}
+
+/* Re-reports a sticky failure from an earlier call under this function's
+ * name, unless it already arose here. */
+static int jw_report(const dk_jsonw *w, const char *func)
+{
+    size_t n = strlen(func);
+    if (strncmp(w->errmsg, func, n) == 0 && strncmp(w->errmsg + n, "(): ", 4) == 0)
+        return dk__error(w->status, func, "%s", w->errmsg + n + 4);
+    return dk__error(w->status, func, "%s", w->errmsg);
+}
+
+int dk_jsonw_finish(dk_jsonw *w, const char **text, size_t *len)
+{
+    if (text) *text = NULL;
+    if (len) *len = 0;
+    if (!w) return dk__error(DK_EINVAL, __func__, "writer is NULL");
+    if (!w->status) {
+        if (w->have_key)
+            jw_fail(w, DK_ESTATE, __func__, "the last key has no value");
+        else if (w->depth)
+            jw_fail(w, DK_ESTATE, __func__, "%d unclosed %s", w->depth,
+                    w->depth == 1 ? "container" : "containers");
+        else if (!w->root_done)
+            jw_fail(w, DK_ESTATE, __func__, "the document is empty");
+    }
+    if (!w->status && !w->finished) {
+        if (w->indent) jw_put(w, "\n", 1);
+        w->finished = 1;
+    }
+    if (w->status) return jw_report(w, __func__);
+    if (text) *text = w->buf;
+    if (len) *len = w->len;
+    return DK_OK;
+}
+
+int dk_jsonw_save(dk_jsonw *w, const char *path)
+{
+    const char *text;
+    size_t len;
+    int st = dk_jsonw_finish(w, &text, &len);
+    if (st) return st;
+    if (!path) return dk__error(DK_EINVAL, __func__, "path is NULL");
+    return dk_file_write(path, text, len);
 }

@@ -1,0 +1,2303 @@
+/*
+ * _drivekit: the CPython binding of drivekit. The only file that includes
+ * Python.h; the thin modules next to it (image.py, rng.py) only rename, and
+ * camera.py turns array-likes into the typed buffers the methods here take.
+ *
+ * Rules this file follows (DESIGN.md, "Python"):
+ *   - Every C call that does real work runs with the GIL released. drivekit's
+ *     error message is thread-local and the OS thread does not change while
+ *     the GIL is released, so it is read (copied) right after the call.
+ *   - DK_E* codes become exceptions in one place: dkpy_raise().
+ *   - Tensors are exported without copies through the buffer protocol and
+ *     DLPack. A DLPack capsule keeps its own reference on the dk_buffer, never
+ *     on a Python object, so its deleter may run on any thread without the GIL
+ *     (torch frees tensors from its own threads).
+ *   - Heap types, per-module state and multi-phase init.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "drivekit/drivekit.h"
+
+PyMODINIT_FUNC PyInit__drivekit(void);
+
+/* ------------------------------------------------------------------------ */
+/* DLPack C ABI, laid out as the DLPack specification defines it (v1.x).   */
+
+typedef struct {
+    int32_t device_type;     /* 1 = kDLCPU */
+    int32_t device_id;
+} dkpy_DLDevice;
+
+typedef struct {
+    uint8_t code;            /* 0 int, 1 uint, 2 float, 4 bfloat, 6 bool */
+    uint8_t bits;
+    uint16_t lanes;
+} dkpy_DLDataType;
+
+typedef struct {
+    void *data;
+    dkpy_DLDevice device;
+    int32_t ndim;
+    dkpy_DLDataType dtype;
+    int64_t *shape;
+    int64_t *strides;        /* in elements */
+    uint64_t byte_offset;
+} dkpy_DLTensor;
+
+typedef struct dkpy_DLManagedTensor {
+    dkpy_DLTensor dl_tensor;
+    void *manager_ctx;
+    void (*deleter)(struct dkpy_DLManagedTensor *self);
+} dkpy_DLManagedTensor;
+
+typedef struct {
+    uint32_t major;
+    uint32_t minor;
+} dkpy_DLPackVersion;
+
+typedef struct dkpy_DLManagedTensorVersioned {
+    dkpy_DLPackVersion version;
+    void *manager_ctx;
+    void (*deleter)(struct dkpy_DLManagedTensorVersioned *self);
+    uint64_t flags;
+    dkpy_DLTensor dl_tensor;
+} dkpy_DLManagedTensorVersioned;
+
+#define DKPY_DL_CPU 1
+#define DKPY_DL_FLAG_READ_ONLY ((uint64_t)1 << 0)
+#define DKPY_DL_FLAG_IS_COPIED ((uint64_t)1 << 1)
+
+/* The consumers read these structs by offset: pin the layout on LP64. */
+#if UINTPTR_MAX == UINT64_MAX
+_Static_assert(sizeof(dkpy_DLDevice) == 8, "DLDevice layout");
+_Static_assert(sizeof(dkpy_DLDataType) == 4, "DLDataType layout");
+_Static_assert(offsetof(dkpy_DLTensor, device) == 8, "DLTensor layout");
+_Static_assert(offsetof(dkpy_DLTensor, ndim) == 16, "DLTensor layout");
+_Static_assert(offsetof(dkpy_DLTensor, dtype) == 20, "DLTensor layout");
+_Static_assert(offsetof(dkpy_DLTensor, shape) == 24, "DLTensor layout");
+_Static_assert(offsetof(dkpy_DLTensor, strides) == 32, "DLTensor layout");
+_Static_assert(offsetof(dkpy_DLTensor, byte_offset) == 40, "DLTensor layout");
+_Static_assert(sizeof(dkpy_DLTensor) == 48, "DLTensor layout");
+_Static_assert(offsetof(dkpy_DLManagedTensor, manager_ctx) == 48, "DLManagedTensor layout");
+_Static_assert(offsetof(dkpy_DLManagedTensor, deleter) == 56, "DLManagedTensor layout");
+_Static_assert(sizeof(dkpy_DLManagedTensor) == 64, "DLManagedTensor layout");
+_Static_assert(offsetof(dkpy_DLManagedTensorVersioned, manager_ctx) == 8, "versioned layout");
+_Static_assert(offsetof(dkpy_DLManagedTensorVersioned, deleter) == 16, "versioned layout");
+_Static_assert(offsetof(dkpy_DLManagedTensorVersioned, flags) == 24, "versioned layout");
+_Static_assert(offsetof(dkpy_DLManagedTensorVersioned, dl_tensor) == 32, "versioned layout");
+#endif
+
+/* Capsule names must outlive the capsules: static storage. */
+static const char DKPY_CAPSULE_LEGACY[] = "dltensor";
+static const char DKPY_CAPSULE_VERSIONED[] = "dltensor_versioned";
+
+/* ------------------------------------------------------------------------ */
+/* Module state and exceptions                                               */
+
+enum {
+    DKPY_EXC_ERROR = 0,
+    DKPY_EXC_INVALID_ARGUMENT,
+    DKPY_EXC_OUT_OF_MEMORY,
+    DKPY_EXC_IO,
+    DKPY_EXC_NOT_FOUND,
+    DKPY_EXC_DECODE,
+    DKPY_EXC_UNSUPPORTED,
+    DKPY_EXC_RANGE,
+    DKPY_EXC_OVERFLOW,
+    DKPY_EXC_COUNT
+};
+
+typedef struct {
+    PyTypeObject *tensor_type;
+    PyTypeObject *pool_type;
+    PyTypeObject *camera_type;
+    PyObject *exc[DKPY_EXC_COUNT];
+} dkpy_state;
+
+/* Each class derives from drivekit.Error and from the builtin a Python user
+ * would naturally catch. Codes without a row raise drivekit.Error itself. */
+static const struct {
+    const char *name;        /* attribute name in the module */
+    int status;              /* DK_E* raised as this class; 0 for the base */
+    PyObject **builtin;      /* the second base */
+    const char *doc;
+} dkpy_exc_table[DKPY_EXC_COUNT] = {
+    [DKPY_EXC_ERROR] = {"Error", 0, &PyExc_Exception,
+        "Base class of every drivekit error. `status` holds the DK_E* code; the "
+        "message is the library's \"function(): what, where\" text."},
+    [DKPY_EXC_INVALID_ARGUMENT] = {"InvalidArgumentError", DK_EINVAL, &PyExc_ValueError,
+        "An argument is invalid (DK_EINVAL). Also a ValueError."},
+    [DKPY_EXC_OUT_OF_MEMORY] = {"OutOfMemoryError", DK_ENOMEM, &PyExc_MemoryError,
+        "An allocation failed (DK_ENOMEM). Also a MemoryError."},
+    [DKPY_EXC_IO] = {"DrivekitIOError", DK_EIO, &PyExc_OSError,
+        "Reading or writing failed at the OS level (DK_EIO). Also an OSError."},
+    [DKPY_EXC_NOT_FOUND] = {"NotFoundError", DK_ENOENT, &PyExc_FileNotFoundError,
+        "A file, key or item does not exist (DK_ENOENT). Also a FileNotFoundError."},
+    [DKPY_EXC_DECODE] = {"DecodeError", DK_EINVALIDDATA, &PyExc_ValueError,
+        "Input data is corrupt, truncated or malformed (DK_EINVALIDDATA). Also a ValueError."},
+    [DKPY_EXC_UNSUPPORTED] = {"UnsupportedError", DK_EUNSUPPORTED, &PyExc_NotImplementedError,
+        "Valid but unsupported input or feature (DK_EUNSUPPORTED). Also a NotImplementedError."},
+    [DKPY_EXC_RANGE] = {"RangeError", DK_ERANGE, &PyExc_IndexError,
+        "An index or value is out of range (DK_ERANGE). Also an IndexError."},
+    [DKPY_EXC_OVERFLOW] = {"SizeOverflowError", DK_EOVERFLOW, &PyExc_OverflowError,
+        "A size computation would overflow (DK_EOVERFLOW). Also an OverflowError."},
+};
+
+static dkpy_state *state_of_module(PyObject *module)
+{
+    return (dkpy_state *)PyModule_GetState(module);
+}
+
+static dkpy_state *state_of_type(PyTypeObject *tp)
+{
+    return (dkpy_state *)PyType_GetModuleState(tp);
+}
+
+/* The message of a failing call, copied on the calling thread before anything
+ * else can overwrite it. */
+typedef struct {
+    char text[DK_ERRMSG_MAX];
+} dkpy_msg;
+
+static void msg_grab(dkpy_msg *m)
+{
+    const char *s = dk_errmsg();
+    size_t n = strlen(s);
+    if (n >= sizeof m->text) n = sizeof m->text - 1;
+    memcpy(m->text, s, n);
+    m->text[n] = '\0';
+}
+
+/* Sets the exception for a DK_E* status. `msg` is the copied C message (NULL:
+ * read dk_errmsg() now, which is only right when no other drivekit call ran
+ * on this thread since the failing one). Returns NULL for `return dkpy_raise(...)`. */
+static PyObject *dkpy_raise(dkpy_state *st, int status, const dkpy_msg *msg)
+{
+    PyObject *type = st->exc[DKPY_EXC_ERROR];
+    for (int i = 1; i < DKPY_EXC_COUNT; i++) {
+        if (dkpy_exc_table[i].status == status) {
+            type = st->exc[i];
+            break;
+        }
+    }
+    const char *text = msg ? msg->text : dk_errmsg();
+    PyObject *str = text[0] ? PyUnicode_DecodeUTF8(text, (Py_ssize_t)strlen(text), "replace")
+                            : PyUnicode_FromString(dk_status_str(status));
+    if (!str) return NULL;
+    PyObject *exc = PyObject_CallOneArg(type, str);
+    Py_DECREF(str);
+    if (!exc) return NULL;
+    PyObject *code = PyLong_FromLong(status);
+    if (!code || PyObject_SetAttrString(exc, "status", code) < 0) {
+        Py_XDECREF(code);
+        Py_DECREF(exc);
+        return NULL;
+    }
+    Py_DECREF(code);
+    PyErr_SetObject(type, exc);
+    Py_DECREF(exc);
+    return NULL;
+}
+
+/* Argument errors found by the binding itself: InvalidArgumentError (a
+ * ValueError) with a formatted message. */
+static PyObject *dkpy_invalid(dkpy_state *st, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    PyObject *str = PyUnicode_FromFormatV(fmt, ap);
+    va_end(ap);
+    if (!str) return NULL;
+    PyObject *exc = PyObject_CallOneArg(st->exc[DKPY_EXC_INVALID_ARGUMENT], str);
+    Py_DECREF(str);
+    if (!exc) return NULL;
+    PyObject *code = PyLong_FromLong(DK_EINVAL);
+    if (code) {
+        PyObject_SetAttrString(exc, "status", code);
+        Py_DECREF(code);
+    }
+    PyErr_SetObject(st->exc[DKPY_EXC_INVALID_ARGUMENT], exc);
+    Py_DECREF(exc);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Tensor                                                                    */
+
+typedef struct {
+    PyObject_HEAD
+    dk_tensor t;                         /* holds a reference on t.owner */
+    Py_ssize_t itemsize;
+    Py_ssize_t nbytes;                   /* numel * itemsize */
+    Py_ssize_t shape[DK_MAX_DIMS];       /* for Py_buffer */
+    Py_ssize_t bstrides[DK_MAX_DIMS];    /* bytes, for Py_buffer */
+    Py_ssize_t exports;                  /* live Py_buffer views */
+} dkpy_Tensor;
+
+/* A valid address for empty tensors whose data is NULL: consumers of both
+ * protocols dislike NULL, and nothing is ever read or written through it. */
+static _Alignas(64) char dkpy_empty[64];
+
+/* struct-module format of a dtype; NULL when there is none (bfloat16). */
+static const char *dtype_format(dk_dtype t)
+{
+    switch (t) {
+    case DK_U8: return "B";
+    case DK_I8: return "b";
+    case DK_U16: return "H";
+    case DK_I16: return "h";
+    case DK_U32: return "I";
+    case DK_I32: return "i";
+    case DK_U64: return "Q";
+    case DK_I64: return "q";
+    case DK_F16: return "e";
+    case DK_F32: return "f";
+    case DK_F64: return "d";
+    case DK_BOOL: return "?";
+    default: return NULL;
+    }
+}
+
+/* Wraps `t`, taking over its owner reference (released on failure too). */
+static PyObject *tensor_wrap(dkpy_state *st, dk_tensor *t)
+{
+    size_t isz = dk_dtype_size(t->dtype);
+    if (isz == 0 || t->ndim < 0 || t->ndim > DK_MAX_DIMS) {
+        dk_tensor_release(t);
+        PyErr_SetString(PyExc_SystemError, "drivekit returned an invalid tensor");
+        return NULL;
+    }
+    dkpy_Tensor *self = PyObject_New(dkpy_Tensor, st->tensor_type);
+    if (!self) {
+        dk_tensor_release(t);
+        return NULL;
+    }
+    self->t = *t;
+    memset(t, 0, sizeof *t);
+    self->itemsize = (Py_ssize_t)isz;
+    self->exports = 0;
+    Py_ssize_t numel = 1;
+    for (int i = 0; i < DK_MAX_DIMS; i++) {
+        self->shape[i] = 0;
+        self->bstrides[i] = 0;
+    }
+    for (int i = 0; i < self->t.ndim; i++) {
+        self->shape[i] = (Py_ssize_t)self->t.shape[i];
+        self->bstrides[i] = (Py_ssize_t)(self->t.strides[i] * (int64_t)isz);
+        numel *= self->shape[i];
+    }
+    self->nbytes = numel * (Py_ssize_t)isz;
+    return (PyObject *)self;
+}
+
+static void tensor_dealloc(PyObject *obj)
+{
+    dkpy_Tensor *self = (dkpy_Tensor *)obj;
+    PyTypeObject *tp = Py_TYPE(obj);
+    dk_tensor_release(&self->t);
+    tp->tp_free(obj);
+    Py_DECREF(tp);
+}
+
+static void *tensor_data(const dkpy_Tensor *self)
+{
+    return self->t.data ? self->t.data : (void *)dkpy_empty;
+}
+
+static int strides_c_contiguous(const dkpy_Tensor *self)
+{
+    Py_ssize_t expect = self->itemsize;
+    for (int i = self->t.ndim - 1; i >= 0; i--) {
+        if (self->shape[i] == 0) return 1;
+        if (self->shape[i] != 1 && self->bstrides[i] != expect) return 0;
+        expect *= self->shape[i];
+    }
+    return 1;
+}
+
+static int strides_f_contiguous(const dkpy_Tensor *self)
+{
+    Py_ssize_t expect = self->itemsize;
+    for (int i = 0; i < self->t.ndim; i++) {
+        if (self->shape[i] == 0) return 1;
+        if (self->shape[i] != 1 && self->bstrides[i] != expect) return 0;
+        expect *= self->shape[i];
+    }
+    return 1;
+}
+
+static int tensor_getbuffer(PyObject *obj, Py_buffer *view, int flags)
+{
+    dkpy_Tensor *self = (dkpy_Tensor *)obj;
+    view->obj = NULL;
+    const char *fmt = dtype_format(self->t.dtype);
+    if ((flags & PyBUF_FORMAT) == PyBUF_FORMAT && !fmt) {
+        PyErr_Format(PyExc_BufferError, "drivekit.Tensor: dtype %s has no buffer-protocol format",
+                     dk_dtype_name(self->t.dtype));
+        return -1;
+    }
+    int c_contig = strides_c_contiguous(self);
+    int want_strides = (flags & PyBUF_STRIDES) == PyBUF_STRIDES;
+    if (!want_strides && !c_contig) {
+        PyErr_SetString(PyExc_BufferError, "drivekit.Tensor: not C-contiguous; request strides");
+        return -1;
+    }
+    if ((flags & PyBUF_C_CONTIGUOUS) == PyBUF_C_CONTIGUOUS && !c_contig) {
+        PyErr_SetString(PyExc_BufferError, "drivekit.Tensor: not C-contiguous");
+        return -1;
+    }
+    if ((flags & PyBUF_F_CONTIGUOUS) == PyBUF_F_CONTIGUOUS && !strides_f_contiguous(self)) {
+        PyErr_SetString(PyExc_BufferError, "drivekit.Tensor: not Fortran-contiguous");
+        return -1;
+    }
+    if ((flags & PyBUF_ANY_CONTIGUOUS) == PyBUF_ANY_CONTIGUOUS && !c_contig &&
+        !strides_f_contiguous(self)) {
+        PyErr_SetString(PyExc_BufferError, "drivekit.Tensor: not contiguous");
+        return -1;
+    }
+    view->buf = tensor_data(self);
+    view->len = self->nbytes;
+    view->itemsize = self->itemsize;
+    view->readonly = 0;
+    view->format = (flags & PyBUF_FORMAT) == PyBUF_FORMAT ? (char *)fmt : NULL;
+    if ((flags & PyBUF_ND) == PyBUF_ND) {
+        view->ndim = self->t.ndim;
+        view->shape = self->t.ndim ? self->shape : NULL;
+    } else {
+        /* Without PyBUF_ND the consumer sees len / itemsize items in one row. */
+        view->ndim = 1;
+        view->shape = NULL;
+    }
+    view->strides = want_strides && view->ndim == self->t.ndim && self->t.ndim
+                        ? self->bstrides : NULL;
+    view->suboffsets = NULL;
+    view->internal = NULL;
+    view->obj = Py_NewRef(obj);
+    self->exports++;
+    return 0;
+}
+
+static void tensor_releasebuffer(PyObject *obj, Py_buffer *view)
+{
+    (void)view;
+    ((dkpy_Tensor *)obj)->exports--;
+}
+
+static PyObject *int64_tuple(const int64_t *v, int n)
+{
+    PyObject *tup = PyTuple_New(n);
+    if (!tup) return NULL;
+    for (int i = 0; i < n; i++) {
+        PyObject *x = PyLong_FromLongLong((long long)v[i]);
+        if (!x) {
+            Py_DECREF(tup);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(tup, i, x);
+    }
+    return tup;
+}
+
+static PyObject *tensor_get_shape(PyObject *obj, void *closure)
+{
+    (void)closure;
+    dkpy_Tensor *self = (dkpy_Tensor *)obj;
+    return int64_tuple(self->t.shape, self->t.ndim);
+}
+
+static PyObject *tensor_get_strides(PyObject *obj, void *closure)
+{
+    (void)closure;
+    dkpy_Tensor *self = (dkpy_Tensor *)obj;
+    int64_t b[DK_MAX_DIMS];
+    for (int i = 0; i < self->t.ndim; i++) b[i] = (int64_t)self->bstrides[i];
+    return int64_tuple(b, self->t.ndim);
+}
+
+static PyObject *tensor_get_dtype(PyObject *obj, void *closure)
+{
+    (void)closure;
+    return PyUnicode_FromString(dk_dtype_name(((dkpy_Tensor *)obj)->t.dtype));
+}
+
+static PyObject *tensor_get_ndim(PyObject *obj, void *closure)
+{
+    (void)closure;
+    return PyLong_FromLong(((dkpy_Tensor *)obj)->t.ndim);
+}
+
+static PyObject *tensor_get_nbytes(PyObject *obj, void *closure)
+{
+    (void)closure;
+    return PyLong_FromSsize_t(((dkpy_Tensor *)obj)->nbytes);
+}
+
+static PyObject *tensor_get_itemsize(PyObject *obj, void *closure)
+{
+    (void)closure;
+    return PyLong_FromSsize_t(((dkpy_Tensor *)obj)->itemsize);
+}
+
+static PyObject *tensor_get_data_ptr(PyObject *obj, void *closure)
+{
+    (void)closure;
+    return PyLong_FromVoidPtr(tensor_data((dkpy_Tensor *)obj));
+}
+
+static PyObject *tensor_repr(PyObject *obj)
+{
+    dkpy_Tensor *self = (dkpy_Tensor *)obj;
+    PyObject *shape = tensor_get_shape(obj, NULL);
+    if (!shape) return NULL;
+    PyObject *r = PyUnicode_FromFormat("drivekit.Tensor(shape=%R, dtype=%s)", shape,
+                                       dk_dtype_name(self->t.dtype));
+    Py_DECREF(shape);
+    return r;
+}
+
+static PyObject *tensor_numpy(PyObject *obj, PyObject *noargs)
+{
+    (void)noargs;
+    PyObject *np = PyImport_ImportModule("numpy");
+    if (!np) return NULL;
+    PyObject *arr = PyObject_CallMethod(np, "asarray", "O", obj);
+    Py_DECREF(np);
+    return arr;
+}
+
+static PyObject *tensor_dlpack_device(PyObject *obj, PyObject *noargs)
+{
+    (void)obj;
+    (void)noargs;
+    return Py_BuildValue("(ii)", DKPY_DL_CPU, 0);
+}
+
+/* DLPack deleters: the capsule (or the consumer that took it) calls them
+ * exactly once. They touch no Python object, so they need no GIL. */
+static void dl_delete_legacy(dkpy_DLManagedTensor *m)
+{
+    if (!m) return;
+    dk_buffer_unref((dk_buffer *)m->manager_ctx);
+    dk_free(m);
+}
+
+static void dl_delete_versioned(dkpy_DLManagedTensorVersioned *m)
+{
+    if (!m) return;
+    dk_buffer_unref((dk_buffer *)m->manager_ctx);
+    dk_free(m);
+}
+
+/* A consumer renames a capsule to "used_dltensor[_versioned]" when it takes
+ * ownership; only a capsule that was never consumed still owns its tensor. */
+static void dl_capsule_destructor(PyObject *cap)
+{
+    if (PyCapsule_IsValid(cap, DKPY_CAPSULE_LEGACY)) {
+        dkpy_DLManagedTensor *m = PyCapsule_GetPointer(cap, DKPY_CAPSULE_LEGACY);
+        if (m && m->deleter) m->deleter(m);
+    } else if (PyCapsule_IsValid(cap, DKPY_CAPSULE_VERSIONED)) {
+        dkpy_DLManagedTensorVersioned *m = PyCapsule_GetPointer(cap, DKPY_CAPSULE_VERSIONED);
+        if (m && m->deleter) m->deleter(m);
+    }
+}
+
+/* Strided element copy of `src` into the C-contiguous `dst` (same shape). */
+static void copy_elements(const dk_tensor *src, dk_tensor *dst)
+{
+    size_t isz = dk_dtype_size(src->dtype);
+    int64_t numel = dk_tensor_numel(src);
+    if (numel <= 0) return;
+    if (dk_tensor_is_contiguous(src)) {
+        memcpy(dst->data, src->data, (size_t)numel * isz);
+        return;
+    }
+    int64_t idx[DK_MAX_DIMS] = {0};
+    char *out = (char *)dst->data;
+    for (int64_t k = 0; k < numel; k++) {
+        memcpy(out + (size_t)k * isz, dk_tensor_at(src, idx), isz);
+        for (int d = src->ndim - 1; d >= 0; d--) {
+            if (++idx[d] < src->shape[d]) break;
+            idx[d] = 0;
+        }
+    }
+}
+
+/* Builds the capsule for `t` (which the capsule then references through its
+ * own dk_buffer_ref). One dk_malloc holds the managed struct, shape, strides. */
+static PyObject *dl_export(const dk_tensor *t, int versioned, int copied)
+{
+    uint8_t code, bits;
+    if (dk_dtype_dlpack(t->dtype, &code, &bits) != DK_OK) {
+        PyErr_Format(PyExc_BufferError, "drivekit.Tensor: dtype %s has no DLPack type",
+                     dk_dtype_name(t->dtype));
+        return NULL;
+    }
+    size_t head = versioned ? sizeof(dkpy_DLManagedTensorVersioned) : sizeof(dkpy_DLManagedTensor);
+    size_t total = head + 2 * (size_t)t->ndim * sizeof(int64_t);
+    char *mem = dk_malloc(total);
+    if (!mem) return PyErr_NoMemory();
+    memset(mem, 0, total);
+    int64_t *shape = (int64_t *)(void *)(mem + head);
+    int64_t *strides = shape + t->ndim;
+    dkpy_DLTensor *dl;
+    if (versioned) {
+        dkpy_DLManagedTensorVersioned *m = (dkpy_DLManagedTensorVersioned *)(void *)mem;
+        m->version.major = 1;
+        m->version.minor = 0;
+        m->manager_ctx = dk_buffer_ref(t->owner);
+        m->deleter = dl_delete_versioned;
+        m->flags = copied ? DKPY_DL_FLAG_IS_COPIED : 0;
+        dl = &m->dl_tensor;
+    } else {
+        dkpy_DLManagedTensor *m = (dkpy_DLManagedTensor *)(void *)mem;
+        m->manager_ctx = dk_buffer_ref(t->owner);
+        m->deleter = dl_delete_legacy;
+        dl = &m->dl_tensor;
+    }
+    for (int i = 0; i < t->ndim; i++) {
+        shape[i] = t->shape[i];
+        strides[i] = t->strides[i];
+    }
+    dl->data = t->data ? t->data : (void *)dkpy_empty;
+    dl->device.device_type = DKPY_DL_CPU;
+    dl->device.device_id = 0;
+    dl->ndim = t->ndim;
+    dl->dtype.code = code;
+    dl->dtype.bits = bits;
+    dl->dtype.lanes = 1;
+    dl->shape = shape;
+    dl->strides = strides;
+    dl->byte_offset = 0;
+    PyObject *cap = PyCapsule_New(mem, versioned ? DKPY_CAPSULE_VERSIONED : DKPY_CAPSULE_LEGACY,
+                                  dl_capsule_destructor);
+    if (!cap) {
+        if (versioned)
+            dl_delete_versioned((dkpy_DLManagedTensorVersioned *)(void *)mem);
+        else
+            dl_delete_legacy((dkpy_DLManagedTensor *)(void *)mem);
+    }
+    return cap;
+}
+
+static PyObject *tensor_dlpack(PyObject *obj, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"stream", "max_version", "dl_device", "copy", NULL};
+    dkpy_Tensor *self = (dkpy_Tensor *)obj;
+    PyObject *stream = Py_None, *max_version = Py_None, *dl_device = Py_None, *copy = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OOOO:__dlpack__", kwlist, &stream,
+                                     &max_version, &dl_device, &copy))
+        return NULL;
+    if (stream != Py_None) {
+        PyErr_SetString(PyExc_BufferError,
+                        "drivekit.Tensor.__dlpack__: the tensor is on the CPU; stream must be None");
+        return NULL;
+    }
+    int versioned = 0;
+    if (max_version != Py_None) {
+        if (!PyTuple_Check(max_version) || PyTuple_GET_SIZE(max_version) != 2) {
+            PyErr_SetString(PyExc_TypeError,
+                            "__dlpack__: max_version must be None or a (major, minor) tuple");
+            return NULL;
+        }
+        long major = PyLong_AsLong(PyTuple_GET_ITEM(max_version, 0));
+        if (major == -1 && PyErr_Occurred()) return NULL;
+        versioned = major >= 1;
+    }
+    if (dl_device != Py_None) {
+        int dev_type = 0, dev_id = 0;
+        if (!PyArg_ParseTuple(dl_device, "ii:__dlpack__ dl_device", &dev_type, &dev_id))
+            return NULL;
+        if (dev_type != DKPY_DL_CPU || dev_id != 0) {
+            PyErr_Format(PyExc_BufferError,
+                         "__dlpack__: cannot export to device (%d, %d); the tensor is on (1, 0)",
+                         dev_type, dev_id);
+            return NULL;
+        }
+    }
+    int do_copy = 0;
+    if (copy != Py_None) {
+        do_copy = PyObject_IsTrue(copy);
+        if (do_copy < 0) return NULL;
+    }
+    if (!do_copy) return dl_export(&self->t, versioned, 0);
+
+    dk_tensor c;
+    int st;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    st = dk_tensor_alloc(&c, self->t.dtype, self->t.ndim, self->t.shape);
+    if (st == DK_OK)
+        copy_elements(&self->t, &c);
+    else
+        msg_grab(&msg);
+    Py_END_ALLOW_THREADS
+    if (st != DK_OK) return dkpy_raise(state_of_type(Py_TYPE(obj)), st, &msg);
+    PyObject *cap = dl_export(&c, versioned, 1);
+    dk_tensor_release(&c);
+    return cap;
+}
+
+static PyGetSetDef tensor_getset[] = {
+    {"shape", tensor_get_shape, NULL, "Extent of every dimension (tuple of int).", NULL},
+    {"strides", tensor_get_strides, NULL, "Step of every dimension in BYTES, as numpy's.", NULL},
+    {"dtype", tensor_get_dtype, NULL, "Element type as a numpy dtype name (\"uint8\", ...).", NULL},
+    {"ndim", tensor_get_ndim, NULL, "Number of dimensions.", NULL},
+    {"nbytes", tensor_get_nbytes, NULL, "Bytes spanned by the elements.", NULL},
+    {"itemsize", tensor_get_itemsize, NULL, "Bytes per element.", NULL},
+    {"data_ptr", tensor_get_data_ptr, NULL, "Address of element [0, ...] (int).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef tensor_methods[] = {
+    {"numpy", tensor_numpy, METH_NOARGS,
+     "numpy() -> numpy.ndarray\n\nA zero-copy numpy view (numpy.asarray(self))."},
+    {"__dlpack__", (PyCFunction)(void (*)(void))tensor_dlpack, METH_VARARGS | METH_KEYWORDS,
+     "__dlpack__(*, stream=None, max_version=None, dl_device=None, copy=None) -> capsule\n\n"
+     "DLPack export: a \"dltensor_versioned\" capsule (DLPack 1.0) when max_version[0] >= 1,\n"
+     "else a legacy \"dltensor\" capsule. Zero-copy unless copy=True."},
+    {"__dlpack_device__", tensor_dlpack_device, METH_NOARGS,
+     "__dlpack_device__() -> (1, 0): the CPU."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot tensor_slots[] = {
+    {Py_tp_doc, (void *)"An n-dimensional array owned by drivekit memory.\n\n"
+                        "Exported without copies through the buffer protocol (numpy.asarray,\n"
+                        "memoryview) and DLPack (numpy.from_dlpack, torch.from_dlpack). The memory\n"
+                        "stays valid while any view or consumer is alive. Made by drivekit\n"
+                        "functions; it cannot be constructed directly."},
+    {Py_tp_dealloc, (void *)tensor_dealloc},
+    {Py_tp_repr, (void *)tensor_repr},
+    {Py_tp_getset, tensor_getset},
+    {Py_tp_methods, tensor_methods},
+    {Py_bf_getbuffer, (void *)tensor_getbuffer},
+    {Py_bf_releasebuffer, (void *)tensor_releasebuffer},
+    {0, NULL},
+};
+
+static PyType_Spec tensor_spec = {
+    .name = "drivekit.Tensor",
+    .basicsize = sizeof(dkpy_Tensor),
+    .itemsize = 0,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = tensor_slots,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Pool                                                                      */
+
+typedef struct {
+    PyObject_HEAD
+    dk_pool *pool;
+} dkpy_Pool;
+
+static PyObject *pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"threads", NULL};
+    int threads = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i:Pool", kwlist, &threads)) return NULL;
+    dkpy_state *st = state_of_type(type);
+    if (threads < 1) return dkpy_invalid(st, "Pool: threads must be >= 1, got %d", threads);
+    dkpy_Pool *self = (dkpy_Pool *)type->tp_alloc(type, 0);
+    if (!self) return NULL;
+    self->pool = NULL;
+    dk_pool_config cfg;
+    dk_pool_config_init(&cfg);
+    cfg.n_threads = threads;
+    int rc;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_pool_create(&cfg, &self->pool);
+    if (rc != DK_OK) msg_grab(&msg);
+    Py_END_ALLOW_THREADS
+    if (rc != DK_OK) {
+        Py_DECREF(self);
+        return dkpy_raise(st, rc, &msg);
+    }
+    return (PyObject *)self;
+}
+
+static void pool_dealloc(PyObject *obj)
+{
+    dkpy_Pool *self = (dkpy_Pool *)obj;
+    PyTypeObject *tp = Py_TYPE(obj);
+    if (self->pool) {
+        dk_pool *p = self->pool;
+        self->pool = NULL;
+        /* Joining the workers may wait: let other Python threads run. */
+        Py_BEGIN_ALLOW_THREADS
+        dk_pool_destroy(p);
+        Py_END_ALLOW_THREADS
+    }
+    tp->tp_free(obj);
+    Py_DECREF(tp);
+}
+
+static PyObject *pool_get_threads(PyObject *obj, void *closure)
+{
+    (void)closure;
+    return PyLong_FromLong(dk_pool_size(((dkpy_Pool *)obj)->pool));
+}
+
+static PyObject *pool_repr(PyObject *obj)
+{
+    return PyUnicode_FromFormat("drivekit.Pool(threads=%d)", dk_pool_size(((dkpy_Pool *)obj)->pool));
+}
+
+static PyGetSetDef pool_getset[] = {
+    {"threads", pool_get_threads, NULL, "Threads doing work, the caller included.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot pool_slots[] = {
+    {Py_tp_doc, (void *)"Pool(threads)\n\n"
+                        "An explicit thread pool (dk_pool) of `threads` threads, the calling thread\n"
+                        "included (threads - 1 workers). Pass it as `threads=` to parallel functions\n"
+                        "to reuse the workers across calls. Thread-safe; the workers are joined when\n"
+                        "the object is deleted."},
+    {Py_tp_new, (void *)pool_new},
+    {Py_tp_dealloc, (void *)pool_dealloc},
+    {Py_tp_repr, (void *)pool_repr},
+    {Py_tp_getset, pool_getset},
+    {0, NULL},
+};
+
+static PyType_Spec pool_spec = {
+    .name = "drivekit.Pool",
+    .basicsize = sizeof(dkpy_Pool),
+    .itemsize = 0,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = pool_slots,
+};
+
+/* `threads=` argument: None or an int n (n == 1: run on the caller; n > 1: a
+ * temporary pool made here, destroyed by pool_arg_done) or a Pool. Call with
+ * the GIL held; the temporary pool is made with it released. */
+typedef struct {
+    dk_pool *pool;
+    int temporary;
+} dkpy_pool_arg;
+
+static int pool_arg(dkpy_state *st, PyObject *obj, dkpy_pool_arg *out)
+{
+    out->pool = NULL;
+    out->temporary = 0;
+    if (obj == NULL || obj == Py_None) return 0;
+    if (PyObject_TypeCheck(obj, st->pool_type)) {
+        out->pool = ((dkpy_Pool *)obj)->pool;
+        return 0;
+    }
+    if (!PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "threads must be an int or a drivekit.Pool, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    long n = PyLong_AsLong(obj);
+    if (n == -1 && PyErr_Occurred()) return -1;
+    if (n < 1 || n > 1024) {
+        dkpy_invalid(st, "threads must be in [1, 1024], got %ld", n);
+        return -1;
+    }
+    if (n == 1) return 0;
+    dk_pool_config cfg;
+    dk_pool_config_init(&cfg);
+    cfg.n_threads = (int)n;
+    int rc;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_pool_create(&cfg, &out->pool);
+    if (rc != DK_OK) msg_grab(&msg);
+    Py_END_ALLOW_THREADS
+    if (rc != DK_OK) {
+        out->pool = NULL;
+        dkpy_raise(st, rc, &msg);
+        return -1;
+    }
+    out->temporary = 1;
+    return 0;
+}
+
+/* Safe without the GIL. */
+static void pool_arg_done(dkpy_pool_arg *a)
+{
+    if (a->temporary) dk_pool_destroy(a->pool);
+    a->pool = NULL;
+    a->temporary = 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Argument helpers                                                          */
+
+static int parse_pixfmt(dkpy_state *st, PyObject *obj, dk_pixfmt *out)
+{
+    static const struct {
+        const char *name;
+        dk_pixfmt fmt;
+    } names[] = {
+        {"rgb", DK_PIX_RGB}, {"bgr", DK_PIX_BGR}, {"rgba", DK_PIX_RGBA}, {"gray", DK_PIX_GRAY},
+    };
+    if (!PyUnicode_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "format must be a str, not %.100s", Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    const char *s = PyUnicode_AsUTF8(obj);
+    if (!s) return -1;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(s, names[i].name) == 0) {
+            *out = names[i].fmt;
+            return 0;
+        }
+    }
+    dkpy_invalid(st, "format must be 'rgb', 'bgr', 'rgba' or 'gray', got %R", obj);
+    return -1;
+}
+
+/* An optional (a, b) pair of ints. */
+static int parse_int_pair(PyObject *obj, const char *what, int *a, int *b)
+{
+    if (obj == Py_None) return 0;
+    PyObject *seq = PySequence_Fast(obj, "");
+    if (!seq || PySequence_Fast_GET_SIZE(seq) != 2) {
+        Py_XDECREF(seq);
+        PyErr_Format(PyExc_TypeError, "%s must be None or a pair of ints", what);
+        return -1;
+    }
+    int vals[2];
+    for (int i = 0; i < 2; i++) {
+        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (v == -1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        if (v < 0 || v > INT32_MAX) {
+            Py_DECREF(seq);
+            PyErr_Format(PyExc_ValueError, "%s: %ld is out of range", what, v);
+            return -1;
+        }
+        vals[i] = (int)v;
+    }
+    Py_DECREF(seq);
+    *a = vals[0];
+    *b = vals[1];
+    return 0;
+}
+
+static int parse_jpeg_opts(dkpy_state *st, PyObject *format, PyObject *scale, PyObject *min_size,
+                           int fast_dct, int allow_warnings, dk_jpeg_decode_opts *o)
+{
+    dk_jpeg_decode_opts_init(o);
+    if (format && format != Py_None && parse_pixfmt(st, format, &o->format) < 0) return -1;
+    if (scale && parse_int_pair(scale, "scale", &o->scale_num, &o->scale_den) < 0) return -1;
+    if (min_size && parse_int_pair(min_size, "min_size", &o->min_width, &o->min_height) < 0)
+        return -1;
+    o->fast_dct = fast_dct;
+    o->allow_warnings = allow_warnings;
+    return 0;
+}
+
+/* Encoded input: any object with a contiguous buffer (bytes, bytearray,
+ * memoryview, numpy uint8 array). */
+static int bytes_arg(PyObject *obj, Py_buffer *view)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS) == 0) return 0;
+    if (!PyObject_CheckBuffer(obj)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError,
+                     "data must be bytes-like (bytes, bytearray, memoryview, numpy array), not %.100s",
+                     Py_TYPE(obj)->tp_name);
+    }
+    return -1;
+}
+
+/* An image array: a C-contiguous uint8 buffer of shape (H, W) or (H, W, C),
+ * wrapped as a borrowed (H, W, C) dk_tensor over the exporter's memory. The
+ * caller releases `view` after the C call. */
+static int image_arg(dkpy_state *st, PyObject *obj, Py_buffer *view, dk_tensor *t)
+{
+    if (!PyObject_CheckBuffer(obj)) {
+        PyErr_Format(PyExc_TypeError,
+                     "image must be an array exporting the buffer protocol (e.g. a numpy uint8 "
+                     "array of shape (H, W) or (H, W, C)), not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyErr_Clear();
+        dkpy_invalid(st, "image must be C-contiguous (use numpy.ascontiguousarray)");
+        return -1;
+    }
+    const char *f = view->format ? view->format : "B";
+    if (*f == '@' || *f == '=' || *f == '<' || *f == '>' || *f == '!' || *f == '|') f++;
+    if (strcmp(f, "B") != 0 || view->itemsize != 1) {
+        PyErr_Format(PyExc_TypeError, "image must have dtype uint8, got buffer format '%s'",
+                     view->format ? view->format : "B");
+        PyBuffer_Release(view);
+        return -1;
+    }
+    if ((view->ndim != 2 && view->ndim != 3) || !view->shape) {
+        dkpy_invalid(st, "image must have shape (H, W) or (H, W, C), got %d dimensions",
+                     view->ndim);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    int64_t shape[3] = {view->shape[0], view->shape[1], view->ndim == 3 ? view->shape[2] : 1};
+    int rc = dk_tensor_view(t, view->buf, DK_U8, 3, shape);
+    if (rc != DK_OK) {
+        dkpy_raise(st, rc, NULL);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_u32(PyObject *obj, uint32_t *out)
+{
+    unsigned long v = PyLong_AsUnsignedLong(obj);
+    if (v == (unsigned long)-1 && PyErr_Occurred()) return -1;
+    if (v > UINT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "value does not fit in 32 bits");
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int parse_u32_array(PyObject *obj, const char *what, uint32_t *out, Py_ssize_t n)
+{
+    PyObject *seq = PySequence_Fast(obj, "");
+    if (!seq || PySequence_Fast_GET_SIZE(seq) != n) {
+        Py_XDECREF(seq);
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s must be a sequence of %zd ints", what, n);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (parse_u32(PySequence_Fast_GET_ITEM(seq, i), &out[i]) < 0) {
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Module functions                                                          */
+
+static PyObject *py_version(PyObject *module, PyObject *noargs)
+{
+    (void)module;
+    (void)noargs;
+    return PyUnicode_FromString(dk_version_str());
+}
+
+static PyObject *py_alloc_live(PyObject *module, PyObject *noargs)
+{
+    (void)module;
+    (void)noargs;
+    return PyLong_FromLongLong((long long)dk_alloc_live());
+}
+
+static PyObject *py_status_str(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    long code = PyLong_AsLong(arg);
+    if (code == -1 && PyErr_Occurred()) return NULL;
+    if (code < INT32_MIN || code > INT32_MAX) return PyUnicode_FromString(dk_status_str(1));
+    return PyUnicode_FromString(dk_status_str((int)code));
+}
+
+static const char *colorspace_name(int cs)
+{
+    switch (cs) {
+    case 0: return "ycbcr";
+    case 1: return "gray";
+    case 2: return "rgb";
+    case 3: return "cmyk";
+    case 4: return "ycck";
+    default: return "unknown";
+    }
+}
+
+static PyObject *py_jpeg_info(PyObject *module, PyObject *arg)
+{
+    dkpy_state *st = state_of_module(module);
+    Py_buffer in;
+    if (bytes_arg(arg, &in) < 0) return NULL;
+    dk_jpeg_info info;
+    dkpy_msg msg = {{0}};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    dk_jpeg *j = NULL;
+    rc = dk_jpeg_create(&j);
+    if (rc == DK_OK) rc = dk_jpeg_info_get(j, in.buf, (size_t)in.len, &info);
+    if (rc != DK_OK) msg_grab(&msg);
+    dk_jpeg_destroy(j);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&in);
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    PyObject *sub = info.subsampling >= 0 ? PyLong_FromLong(info.subsampling) : Py_NewRef(Py_None);
+    if (!sub) return NULL;
+    return Py_BuildValue("{s:i,s:i,s:N,s:s}", "width", info.width, "height", info.height,
+                         "subsampling", sub, "colorspace", colorspace_name(info.colorspace));
+}
+
+static PyObject *py_decode_jpeg(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"data", "format", "scale", "min_size", "fast_dct", "allow_warnings",
+                             NULL};
+    dkpy_state *st = state_of_module(module);
+    PyObject *data, *format = NULL, *scale = Py_None, *min_size = Py_None;
+    int fast_dct = 0, allow_warnings = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OOOpp:decode_jpeg", kwlist, &data, &format,
+                                     &scale, &min_size, &fast_dct, &allow_warnings))
+        return NULL;
+    dk_jpeg_decode_opts o;
+    if (parse_jpeg_opts(st, format, scale, min_size, fast_dct, allow_warnings, &o) < 0)
+        return NULL;
+    Py_buffer in;
+    if (bytes_arg(data, &in) < 0) return NULL;
+    dk_tensor out;
+    memset(&out, 0, sizeof out);
+    dkpy_msg msg = {{0}};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    dk_jpeg *j = NULL;
+    rc = dk_jpeg_create(&j);
+    if (rc == DK_OK) rc = dk_jpeg_decode(j, in.buf, (size_t)in.len, &o, &out);
+    if (rc != DK_OK) msg_grab(&msg);
+    dk_jpeg_destroy(j);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&in);
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    return tensor_wrap(st, &out);
+}
+
+static PyObject *py_decode_png(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"data", "format", NULL};
+    dkpy_state *st = state_of_module(module);
+    PyObject *data, *format = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:decode_png", kwlist, &data, &format))
+        return NULL;
+    dk_pixfmt fmt = DK_PIX_RGB;
+    if (format && format != Py_None && parse_pixfmt(st, format, &fmt) < 0) return NULL;
+    Py_buffer in;
+    if (bytes_arg(data, &in) < 0) return NULL;
+    dk_tensor out;
+    memset(&out, 0, sizeof out);
+    dkpy_msg msg = {{0}};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_png_decode(in.buf, (size_t)in.len, fmt, &out);
+    if (rc != DK_OK) msg_grab(&msg);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&in);
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    return tensor_wrap(st, &out);
+}
+
+/* Hands a dk_malloc'd encoder output to Python as bytes and frees it. */
+static PyObject *bytes_take(uint8_t *p, size_t n)
+{
+    PyObject *b = n <= (size_t)PY_SSIZE_T_MAX ? PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)n)
+                                              : PyErr_NoMemory();
+    dk_free(p);
+    return b;
+}
+
+static PyObject *py_encode_jpeg(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"image", "quality", "format", "subsamp444", NULL};
+    dkpy_state *st = state_of_module(module);
+    PyObject *image, *format = Py_None;
+    int quality = 95, subsamp444 = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|iOp:encode_jpeg", kwlist, &image, &quality,
+                                     &format, &subsamp444))
+        return NULL;
+    if (quality < 1 || quality > 100)
+        return dkpy_invalid(st, "encode_jpeg: quality must be in [1, 100], got %d", quality);
+    dk_pixfmt fmt = DK_PIX_RGB;
+    int explicit_fmt = format != Py_None;
+    if (explicit_fmt && parse_pixfmt(st, format, &fmt) < 0) return NULL;
+    Py_buffer view;
+    dk_tensor t;
+    if (image_arg(st, image, &view, &t) < 0) return NULL;
+    if (!explicit_fmt) {
+        switch (t.shape[2]) {
+        case 1: fmt = DK_PIX_GRAY; break;
+        case 3: fmt = DK_PIX_RGB; break;
+        case 4: fmt = DK_PIX_RGBA; break;
+        default:
+            PyBuffer_Release(&view);
+            return dkpy_invalid(st, "encode_jpeg: image must have 1, 3 or 4 channels, got %lld",
+                                (long long)t.shape[2]);
+        }
+    }
+    uint8_t *out = NULL;
+    size_t out_size = 0;
+    dkpy_msg msg = {{0}};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    dk_jpeg *j = NULL;
+    rc = dk_jpeg_create(&j);
+    if (rc == DK_OK) rc = dk_jpeg_encode(j, &t, fmt, quality, subsamp444, &out, &out_size);
+    if (rc != DK_OK) msg_grab(&msg);
+    dk_jpeg_destroy(j);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    return bytes_take(out, out_size);
+}
+
+static PyObject *py_encode_png(PyObject *module, PyObject *arg)
+{
+    dkpy_state *st = state_of_module(module);
+    Py_buffer view;
+    dk_tensor t;
+    if (image_arg(st, arg, &view, &t) < 0) return NULL;
+    uint8_t *out = NULL;
+    size_t out_size = 0;
+    dkpy_msg msg = {{0}};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_png_encode(&t, &out, &out_size);
+    if (rc != DK_OK) msg_grab(&msg);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    return bytes_take(out, out_size);
+}
+
+static PyObject *py_read_image(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"path", "format", "scale", "min_size", "fast_dct", "allow_warnings",
+                             NULL};
+    dkpy_state *st = state_of_module(module);
+    PyObject *path = NULL, *format = NULL, *scale = Py_None, *min_size = Py_None;
+    int fast_dct = 0, allow_warnings = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|$OOOpp:read_image", kwlist,
+                                     PyUnicode_FSConverter, &path, &format, &scale, &min_size,
+                                     &fast_dct, &allow_warnings))
+        return NULL;
+    dk_jpeg_decode_opts o;
+    if (parse_jpeg_opts(st, format, scale, min_size, fast_dct, allow_warnings, &o) < 0) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    const char *p = PyBytes_AS_STRING(path);
+    dk_tensor out;
+    memset(&out, 0, sizeof out);
+    dkpy_msg msg = {{0}};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_image_load(p, &o, &out);
+    if (rc != DK_OK) msg_grab(&msg);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(path);
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    return tensor_wrap(st, &out);
+}
+
+static PyObject *py_write_image(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"path", "image", "quality", NULL};
+    dkpy_state *st = state_of_module(module);
+    PyObject *path = NULL, *image;
+    int quality = 95;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&O|i:write_image", kwlist,
+                                     PyUnicode_FSConverter, &path, &image, &quality))
+        return NULL;
+    if (quality < 1 || quality > 100) {
+        Py_DECREF(path);
+        return dkpy_invalid(st, "write_image: quality must be in [1, 100], got %d", quality);
+    }
+    Py_buffer view;
+    dk_tensor t;
+    if (image_arg(st, image, &view, &t) < 0) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    const char *p = PyBytes_AS_STRING(path);
+    dkpy_msg msg = {{0}};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_image_save(p, &t, quality);
+    if (rc != DK_OK) msg_grab(&msg);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    Py_DECREF(path);
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_philox4x32(PyObject *module, PyObject *args)
+{
+    (void)module;
+    PyObject *ctr_obj, *key_obj;
+    if (!PyArg_ParseTuple(args, "OO:philox4x32", &ctr_obj, &key_obj)) return NULL;
+    uint32_t ctr[4], key[2], out[4];
+    if (parse_u32_array(ctr_obj, "ctr", ctr, 4) < 0) return NULL;
+    if (parse_u32_array(key_obj, "key", key, 2) < 0) return NULL;
+    dk_philox4x32(ctr, key, out);
+    return Py_BuildValue("(kkkk)", (unsigned long)out[0], (unsigned long)out[1],
+                         (unsigned long)out[2], (unsigned long)out[3]);
+}
+
+/* rng_u32 / rng_uniform share everything but the fill function and dtype. */
+static PyObject *rng_fill(PyObject *module, PyObject *args, PyObject *kwds, int uniform)
+{
+    static char *kwlist[] = {"seed", "stream", "n", "offset", "threads", NULL};
+    dkpy_state *st = state_of_module(module);
+    PyObject *seed_obj, *stream_obj, *offset_obj = NULL, *threads = NULL;
+    long long n;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds,
+                                     uniform ? "OOL|OO:rng_uniform" : "OOL|OO:rng_u32", kwlist,
+                                     &seed_obj, &stream_obj, &n, &offset_obj, &threads))
+        return NULL;
+    /* PyLong_AsUnsignedLongLong rejects negatives and values past 64 bits. */
+    unsigned long long seed = PyLong_AsUnsignedLongLong(seed_obj);
+    if (seed == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    unsigned long long stream = PyLong_AsUnsignedLongLong(stream_obj);
+    if (stream == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    unsigned long long offset = 0;
+    if (offset_obj) {
+        offset = PyLong_AsUnsignedLongLong(offset_obj);
+        if (offset == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    }
+    if (n < 0) return dkpy_invalid(st, "n must be >= 0, got %lld", n);
+    dkpy_pool_arg pa;
+    if (pool_arg(st, threads, &pa) < 0) return NULL;
+    int64_t shape[1] = {(int64_t)n};
+    dk_tensor out;
+    memset(&out, 0, sizeof out);
+    dkpy_msg msg = {{0}};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_tensor_alloc(&out, uniform ? DK_F32 : DK_U32, 1, shape);
+    if (rc == DK_OK) {
+        if (uniform)
+            rc = dk_rng_fill_uniform(pa.pool, seed, stream, offset, (float *)out.data, n);
+        else
+            rc = dk_rng_fill_u32(pa.pool, seed, stream, offset, (uint32_t *)out.data, n);
+    }
+    if (rc != DK_OK) {
+        msg_grab(&msg);
+        dk_tensor_release(&out);
+    }
+    pool_arg_done(&pa);
+    Py_END_ALLOW_THREADS
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    return tensor_wrap(st, &out);
+}
+
+static PyObject *py_rng_u32(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    return rng_fill(module, args, kwds, 0);
+}
+
+static PyObject *py_rng_uniform(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    return rng_fill(module, args, kwds, 1);
+}
+
+#define DKPY_KW(fn) (PyCFunction)(void (*)(void))(fn), METH_VARARGS | METH_KEYWORDS
+
+/* ------------------------------------------------------------------------ */
+/* Camera                                                                    */
+/*
+ * drivekit.Camera wraps a validated dk_camera by value. It is immutable, so
+ * the batch methods copy it and run without the GIL. The type may be
+ * subclassed (drivekit.camera.Camera adds the numpy layer), so methods find
+ * the module state through PyType_GetModuleByDef, not the object's own type.
+ * The batch methods take C-contiguous float64 buffers of shape (N, cols)
+ * only; converting arbitrary inputs is the Python layer's job.
+ */
+
+static struct PyModuleDef dkpy_module;
+
+typedef struct {
+    PyObject_HEAD
+    dk_camera cam;
+} dkpy_Camera;
+
+/* Module state from any type deriving from one of ours. NULL with an
+ * exception set when there is none. */
+static dkpy_state *state_of_derived(PyTypeObject *tp)
+{
+    PyObject *m = PyType_GetModuleByDef(tp, &dkpy_module);
+    return m ? state_of_module(m) : NULL;
+}
+
+static const char *const dkpy_shutter_names[] = {
+    "global", "top_to_bottom", "bottom_to_top", "left_to_right", "right_to_left",
+};
+static const char *const dkpy_ftheta_ref_names[] = {"angle_to_pixeldist", "pixeldist_to_angle"};
+
+/* A str that must be one of `names` (n of them); *out gets its index. */
+static int name_arg(dkpy_state *st, PyObject *obj, const char *what, const char *const *names,
+                    int n, int *out)
+{
+    if (!PyUnicode_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "Camera(): %s must be a str, not %.100s", what,
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    const char *s = PyUnicode_AsUTF8(obj);
+    if (!s) return -1;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    }
+    PyObject *choices = PyUnicode_FromString("");
+    for (int i = 0; choices && i < n; i++) {
+        PyObject *next = PyUnicode_FromFormat("%U%s'%s'", choices, i ? ", " : "", names[i]);
+        Py_SETREF(choices, next);
+    }
+    if (!choices) return -1;
+    dkpy_invalid(st, "Camera(): %s must be one of %U; got %R", what, choices, obj);
+    Py_DECREF(choices);
+    return -1;
+}
+
+/* A real number (int, float, numpy scalar). */
+static int double_arg(PyObject *obj, const char *what, double *out)
+{
+    double v = PyFloat_AsDouble(obj);
+    if (v == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "Camera(): %s must be a number, not %.100s", what,
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* An int that fits a C int (the library checks the range it accepts). */
+static int int_arg(dkpy_state *st, PyObject *obj, const char *what, int *out)
+{
+    PyObject *idx = PyNumber_Index(obj);
+    if (!idx) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "Camera(): %s must be an int, not %.100s", what,
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(idx, &overflow);
+    Py_DECREF(idx);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (overflow || v < INT32_MIN || v > INT32_MAX) {
+        dkpy_invalid(st, "Camera(): %s = %R is out of range", what, obj);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+/* Up to `maxn` numbers (or exactly `maxn` when `exact`), zero-padded into out. */
+static int doubles_arg(dkpy_state *st, PyObject *obj, const char *what, double *out, int maxn,
+                       int exact)
+{
+    for (int i = 0; i < maxn; i++) out[i] = 0;
+    if (PyUnicode_Check(obj) || PyBytes_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "Camera(): %s must be a sequence of numbers, not %.100s",
+                     what, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    PyObject *seq = PySequence_Fast(obj, "");
+    if (!seq) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "Camera(): %s must be a sequence of numbers, not %.100s",
+                     what, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (exact ? n != maxn : n > maxn) {
+        Py_DECREF(seq);
+        dkpy_invalid(st, "Camera(): %s takes %s%d numbers, got %zd", what,
+                     exact ? "" : "at most ", maxn, n);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char name[64];
+        PyOS_snprintf(name, sizeof name, "%s[%zd]", what, i);
+        if (double_arg(PySequence_Fast_GET_ITEM(seq, i), name, &out[i]) < 0) {
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+static int given(PyObject *obj)
+{
+    return obj != NULL && obj != Py_None;
+}
+
+static PyObject *camera_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"model", "width", "height", "fx", "fy", "cx", "cy", "k", "p", "s",
+                             "reference", "fw_poly", "bw_poly", "linear_cde", "max_angle",
+                             "margin", "shutter", NULL};
+    dkpy_state *st = state_of_derived(type);
+    if (!st) return NULL;
+    const char *model_name;
+    PyObject *width = NULL, *height = NULL, *fx = NULL, *fy = NULL, *cx = NULL, *cy = NULL;
+    PyObject *k = NULL, *p = NULL, *s = NULL, *ref = NULL, *fw = NULL, *bw = NULL, *lin = NULL;
+    PyObject *shutter = NULL;
+    double max_angle = 0, margin = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|$OOOOOOOOOOOOOddO:Camera", kwlist,
+                                     &model_name, &width, &height, &fx, &fy, &cx, &cy, &k, &p, &s,
+                                     &ref, &fw, &bw, &lin, &max_angle, &margin, &shutter))
+        return NULL;
+    dk_camera c;
+    memset(&c, 0, sizeof c);
+    int rc = dk_camera_model_parse(model_name, &c.model);
+    if (rc != DK_OK) return dkpy_raise(st, rc, NULL);
+    const char *mn = dk_camera_model_name(c.model);
+    int ftheta = c.model == DK_CAM_FTHETA;
+
+    /* Required fields, then the fields of other models, which must be absent:
+     * silently ignoring them would hide a mistake (k of a pinhole camera). */
+    const struct {
+        const char *name;
+        PyObject *obj;
+        int wanted;      /* 1 required, 0 optional, -1 not a parameter of this model */
+    } fields[] = {
+        {"width", width, 1}, {"height", height, 1}, {"cx", cx, 1}, {"cy", cy, 1},
+        {"fx", fx, ftheta ? -1 : 1}, {"fy", fy, ftheta ? -1 : 1},
+        {"k", k, c.model == DK_CAM_OPENCV || c.model == DK_CAM_FISHEYE ? 0 : -1},
+        {"p", p, c.model == DK_CAM_OPENCV ? 0 : -1}, {"s", s, c.model == DK_CAM_OPENCV ? 0 : -1},
+        {"reference", ref, ftheta ? 0 : -1}, {"fw_poly", fw, ftheta ? 0 : -1},
+        {"bw_poly", bw, ftheta ? 0 : -1}, {"linear_cde", lin, ftheta ? 0 : -1},
+    };
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        if (fields[i].wanted == 1 && !given(fields[i].obj)) {
+            PyErr_Format(PyExc_TypeError, "Camera(): the %s model needs %s", mn, fields[i].name);
+            return NULL;
+        }
+        if (fields[i].wanted == -1 && given(fields[i].obj))
+            return dkpy_invalid(st, "Camera(): %s is not a parameter of the %s model",
+                                fields[i].name, mn);
+    }
+    if (max_angle != 0 && (c.model == DK_CAM_PINHOLE || c.model == DK_CAM_OPENCV))
+        return dkpy_invalid(st, "Camera(): max_angle is not a parameter of the %s model", mn);
+
+    if (int_arg(st, width, "width", &c.width) < 0 || int_arg(st, height, "height", &c.height) < 0)
+        return NULL;
+    if (double_arg(cx, "cx", &c.cx) < 0 || double_arg(cy, "cy", &c.cy) < 0) return NULL;
+    if (!ftheta && (double_arg(fx, "fx", &c.fx) < 0 || double_arg(fy, "fy", &c.fy) < 0))
+        return NULL;
+    if (given(k) && doubles_arg(st, k, "k", c.k, c.model == DK_CAM_OPENCV ? 6 : 4, 0) < 0)
+        return NULL;
+    if (given(p) && doubles_arg(st, p, "p", c.p, 2, 0) < 0) return NULL;
+    if (given(s) && doubles_arg(st, s, "s", c.s, 4, 0) < 0) return NULL;
+    if (ftheta) {
+        int r = DK_FTHETA_ANGLE_TO_PIXELDIST;
+        if (given(ref) && name_arg(st, ref, "reference", dkpy_ftheta_ref_names, 2, &r) < 0)
+            return NULL;
+        c.ftheta_ref = (dk_ftheta_ref)r;
+        PyObject *refpoly = r == DK_FTHETA_ANGLE_TO_PIXELDIST ? fw : bw;
+        if (!given(refpoly)) {
+            PyErr_Format(PyExc_TypeError,
+                         "Camera(): an ftheta camera with reference '%s' needs %s (the "
+                         "calibrated polynomial)",
+                         dkpy_ftheta_ref_names[r], r == DK_FTHETA_ANGLE_TO_PIXELDIST ? "fw_poly"
+                                                                                     : "bw_poly");
+            return NULL;
+        }
+        if (given(fw) && doubles_arg(st, fw, "fw_poly", c.fw_poly, 6, 0) < 0) return NULL;
+        if (given(bw) && doubles_arg(st, bw, "bw_poly", c.bw_poly, 6, 0) < 0) return NULL;
+        double cde[3] = {1, 0, 0};
+        if (given(lin) && doubles_arg(st, lin, "linear_cde", cde, 3, 1) < 0) return NULL;
+        c.linear_c = cde[0];
+        c.linear_d = cde[1];
+        c.linear_e = cde[2];
+    }
+    c.max_angle = max_angle;
+    c.margin = margin;
+    int sh = DK_SHUTTER_GLOBAL;
+    if (given(shutter) && name_arg(st, shutter, "shutter", dkpy_shutter_names, 5, &sh) < 0)
+        return NULL;
+    c.shutter = (dk_shutter)sh;
+
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_camera_validate(&c);
+    if (rc != DK_OK) msg_grab(&msg);
+    Py_END_ALLOW_THREADS
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    dkpy_Camera *self = (dkpy_Camera *)type->tp_alloc(type, 0);
+    if (!self) return NULL;
+    self->cam = c;
+    return (PyObject *)self;
+}
+
+static void camera_dealloc(PyObject *obj)
+{
+    PyTypeObject *tp = Py_TYPE(obj);
+    tp->tp_free(obj);
+    Py_DECREF(tp);
+}
+
+enum {
+    CF_MODEL, CF_WIDTH, CF_HEIGHT, CF_FX, CF_FY, CF_CX, CF_CY, CF_K, CF_P, CF_S, CF_REFERENCE,
+    CF_FW_POLY, CF_BW_POLY, CF_LINEAR_CDE, CF_MAX_ANGLE, CF_SHUTTER, CF_MARGIN, CF_COUNT
+};
+
+/* Field names in constructor-keyword order (to_dict, repr). */
+static const char *const dkpy_camera_fields[CF_COUNT] = {
+    "model", "width", "height", "fx", "fy", "cx", "cy", "k", "p", "s", "reference",
+    "fw_poly", "bw_poly", "linear_cde", "max_angle", "shutter", "margin",
+};
+
+static PyObject *double_tuple(const double *v, int n)
+{
+    PyObject *tup = PyTuple_New(n);
+    if (!tup) return NULL;
+    for (int i = 0; i < n; i++) {
+        PyObject *x = PyFloat_FromDouble(v[i]);
+        if (!x) {
+            Py_DECREF(tup);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(tup, i, x);
+    }
+    return tup;
+}
+
+/* A field's value, or None when it is not a parameter of the camera's model. */
+static PyObject *camera_field(const dk_camera *c, int field)
+{
+    int ocv = c->model == DK_CAM_OPENCV, fth = c->model == DK_CAM_FTHETA;
+    switch (field) {
+    case CF_MODEL: return PyUnicode_FromString(dk_camera_model_name(c->model));
+    case CF_WIDTH: return PyLong_FromLong(c->width);
+    case CF_HEIGHT: return PyLong_FromLong(c->height);
+    case CF_FX: return fth ? Py_NewRef(Py_None) : PyFloat_FromDouble(c->fx);
+    case CF_FY: return fth ? Py_NewRef(Py_None) : PyFloat_FromDouble(c->fy);
+    case CF_CX: return PyFloat_FromDouble(c->cx);
+    case CF_CY: return PyFloat_FromDouble(c->cy);
+    case CF_K:
+        if (ocv) return double_tuple(c->k, 6);
+        if (c->model == DK_CAM_FISHEYE) return double_tuple(c->k, 4);
+        return Py_NewRef(Py_None);
+    case CF_P: return ocv ? double_tuple(c->p, 2) : Py_NewRef(Py_None);
+    case CF_S: return ocv ? double_tuple(c->s, 4) : Py_NewRef(Py_None);
+    case CF_REFERENCE:
+        return fth ? PyUnicode_FromString(dkpy_ftheta_ref_names[c->ftheta_ref == DK_FTHETA_PIXELDIST_TO_ANGLE])
+                   : Py_NewRef(Py_None);
+    case CF_FW_POLY: return fth ? double_tuple(c->fw_poly, 6) : Py_NewRef(Py_None);
+    case CF_BW_POLY: return fth ? double_tuple(c->bw_poly, 6) : Py_NewRef(Py_None);
+    case CF_LINEAR_CDE: {
+        double cde[3] = {c->linear_c, c->linear_d, c->linear_e};
+        return fth ? double_tuple(cde, 3) : Py_NewRef(Py_None);
+    }
+    case CF_MAX_ANGLE:
+        return fth || c->model == DK_CAM_FISHEYE ? PyFloat_FromDouble(c->max_angle)
+                                                 : Py_NewRef(Py_None);
+    case CF_SHUTTER: {
+        int sh = (int)c->shutter;
+        return PyUnicode_FromString(sh >= 0 && sh < 5 ? dkpy_shutter_names[sh] : "unknown");
+    }
+    case CF_MARGIN: return PyFloat_FromDouble(c->margin);
+    default: break;
+    }
+    PyErr_SetString(PyExc_SystemError, "drivekit.Camera: unknown field");
+    return NULL;
+}
+
+static PyObject *camera_get(PyObject *obj, void *closure)
+{
+    return camera_field(&((dkpy_Camera *)obj)->cam, (int)(intptr_t)closure);
+}
+
+/* {field: value} for the fields of the camera's model; Camera(**d) rebuilds it. */
+static PyObject *camera_dict(const dk_camera *c)
+{
+    PyObject *d = PyDict_New();
+    if (!d) return NULL;
+    for (int f = 0; f < CF_COUNT; f++) {
+        PyObject *v = camera_field(c, f);
+        if (!v) {
+            Py_DECREF(d);
+            return NULL;
+        }
+        int bad = v != Py_None && PyDict_SetItemString(d, dkpy_camera_fields[f], v) < 0;
+        Py_DECREF(v);
+        if (bad) {
+            Py_DECREF(d);
+            return NULL;
+        }
+    }
+    return d;
+}
+
+static PyObject *camera_to_dict(PyObject *obj, PyObject *noargs)
+{
+    (void)noargs;
+    return camera_dict(&((dkpy_Camera *)obj)->cam);
+}
+
+static PyObject *camera_repr(PyObject *obj)
+{
+    const dk_camera *c = &((dkpy_Camera *)obj)->cam;
+    PyObject *parts = PyList_New(0);
+    if (!parts) return NULL;
+    for (int f = 0; f < CF_COUNT; f++) {
+        PyObject *v = camera_field(c, f);
+        if (!v) goto fail;
+        if (v == Py_None) {
+            Py_DECREF(v);
+            continue;
+        }
+        PyObject *item = f == CF_MODEL ? PyUnicode_FromFormat("%R", v)
+                                       : PyUnicode_FromFormat("%s=%R", dkpy_camera_fields[f], v);
+        Py_DECREF(v);
+        if (!item) goto fail;
+        int bad = PyList_Append(parts, item) < 0;
+        Py_DECREF(item);
+        if (bad) goto fail;
+    }
+    PyObject *sep = PyUnicode_FromString(", ");
+    if (!sep) goto fail;
+    PyObject *body = PyUnicode_Join(sep, parts);
+    Py_DECREF(sep);
+    Py_DECREF(parts);
+    if (!body) return NULL;
+    PyObject *name = PyType_GetName(Py_TYPE(obj));
+    if (!name) {
+        Py_DECREF(body);
+        return NULL;
+    }
+    PyObject *r = PyUnicode_FromFormat("%U(%U)", name, body);
+    Py_DECREF(name);
+    Py_DECREF(body);
+    return r;
+fail:
+    Py_DECREF(parts);
+    return NULL;
+}
+
+/* A C-contiguous float64 buffer of shape (N, cols). */
+static int rows_arg(dkpy_state *st, PyObject *obj, int cols, const char *what, Py_buffer *view,
+                    int64_t *n)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_BufferError) && !PyErr_ExceptionMatches(PyExc_TypeError))
+            return -1;
+        PyErr_Clear();
+        dkpy_invalid(st, "%s must be a C-contiguous float64 array of shape (N, %d) (use "
+                         "drivekit.camera, which converts)", what, cols);
+        return -1;
+    }
+    const char *f = view->format ? view->format : "B";
+    if (*f == '@' || *f == '=' || *f == '<') f++;
+    if (strcmp(f, "d") != 0 || view->itemsize != 8 || view->ndim != 2 || !view->shape ||
+        view->shape[1] != cols) {
+        PyBuffer_Release(view);
+        dkpy_invalid(st, "%s must be a C-contiguous float64 array of shape (N, %d)", what, cols);
+        return -1;
+    }
+    *n = (int64_t)view->shape[0];
+    return 0;
+}
+
+enum { CAM_PROJECT, CAM_UNPROJECT, CAM_SHUTTER };
+
+typedef struct {
+    dk_camera cam;
+    int op;
+    const double *in;
+    double *out;
+    double *jac;          /* CAM_PROJECT, optional */
+    uint8_t *valid;       /* not for CAM_SHUTTER */
+} dkpy_cam_job;
+
+static void cam_range(void *ctx, int64_t begin, int64_t end, int ith)
+{
+    (void)ith;
+    const dkpy_cam_job *j = ctx;
+    const dk_camera *c = &j->cam;
+    for (int64_t i = begin; i < end; i++) {
+        switch (j->op) {
+        case CAM_PROJECT: {
+            double uv[2] = {NAN, NAN};
+            double J[6] = {NAN, NAN, NAN, NAN, NAN, NAN};
+            int ok = dk_camera_project(c, j->in + 3 * i, uv, j->jac ? J : NULL);
+            j->out[2 * i] = uv[0];
+            j->out[2 * i + 1] = uv[1];
+            if (j->jac) memcpy(j->jac + 6 * i, J, sizeof J);
+            j->valid[i] = (uint8_t)(ok != 0);
+            break;
+        }
+        case CAM_UNPROJECT: {
+            double r[3];
+            int ok = dk_camera_unproject(c, j->in + 2 * i, r);
+            if (!ok) r[0] = r[1] = r[2] = NAN;
+            memcpy(j->out + 3 * i, r, sizeof r);
+            j->valid[i] = (uint8_t)(ok != 0);
+            break;
+        }
+        default:
+            j->out[i] = dk_camera_shutter_time(c, j->in + 2 * i);
+            break;
+        }
+    }
+}
+
+/* Shared body of _project, _unproject and _shutter_time. */
+static PyObject *camera_batch(PyObject *obj, int op, PyObject *input, int want_jac,
+                              PyObject *threads)
+{
+    dkpy_state *st = state_of_derived(Py_TYPE(obj));
+    if (!st) return NULL;
+    int cols = op == CAM_PROJECT ? 3 : 2;
+    Py_buffer view;
+    int64_t n;
+    if (rows_arg(st, input, cols, op == CAM_PROJECT ? "points" : "uv", &view, &n) < 0)
+        return NULL;
+    dkpy_pool_arg pa;
+    if (pool_arg(st, threads, &pa) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    dkpy_cam_job job;
+    job.cam = ((dkpy_Camera *)obj)->cam;
+    job.op = op;
+    job.in = (const double *)view.buf;
+    dk_tensor out, jac, valid;
+    memset(&out, 0, sizeof out);
+    memset(&jac, 0, sizeof jac);
+    memset(&valid, 0, sizeof valid);
+    int64_t shape_out[2] = {n, op == CAM_PROJECT ? 2 : 3};
+    int64_t shape_jac[3] = {n, 2, 3};
+    int rc;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    rc = op == CAM_SHUTTER ? dk_tensor_alloc(&out, DK_F64, 1, shape_out)
+                           : dk_tensor_alloc(&out, DK_F64, 2, shape_out);
+    if (rc == DK_OK && op != CAM_SHUTTER) rc = dk_tensor_alloc(&valid, DK_BOOL, 1, shape_out);
+    if (rc == DK_OK && want_jac) rc = dk_tensor_alloc(&jac, DK_F64, 3, shape_jac);
+    if (rc == DK_OK) {
+        job.out = (double *)out.data;
+        job.jac = want_jac ? (double *)jac.data : NULL;
+        job.valid = (uint8_t *)valid.data;
+        rc = dk_pool_for(pa.pool, n, 4096, cam_range, &job);
+    }
+    if (rc != DK_OK) {
+        msg_grab(&msg);
+        dk_tensor_release(&out);
+        dk_tensor_release(&jac);
+        dk_tensor_release(&valid);
+    }
+    pool_arg_done(&pa);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    PyObject *o = tensor_wrap(st, &out);
+    if (op == CAM_SHUTTER) return o;
+    PyObject *v = tensor_wrap(st, &valid);
+    PyObject *J = want_jac ? tensor_wrap(st, &jac) : Py_NewRef(Py_None);
+    if (!o || !v || !J) {
+        Py_XDECREF(o);
+        Py_XDECREF(v);
+        Py_XDECREF(J);
+        return NULL;
+    }
+    return op == CAM_PROJECT ? Py_BuildValue("(NNN)", o, J, v) : Py_BuildValue("(NN)", o, v);
+}
+
+static PyObject *camera_project(PyObject *obj, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"points", "jacobian", "threads", NULL};
+    PyObject *points, *threads = NULL;
+    int jacobian = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|pO:_project", kwlist, &points, &jacobian,
+                                     &threads))
+        return NULL;
+    return camera_batch(obj, CAM_PROJECT, points, jacobian, threads);
+}
+
+static PyObject *camera_unproject(PyObject *obj, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"uv", "threads", NULL};
+    PyObject *uv, *threads = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:_unproject", kwlist, &uv, &threads))
+        return NULL;
+    return camera_batch(obj, CAM_UNPROJECT, uv, 0, threads);
+}
+
+static PyObject *camera_shutter_time(PyObject *obj, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"uv", "threads", NULL};
+    PyObject *uv, *threads = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:_shutter_time", kwlist, &uv, &threads))
+        return NULL;
+    return camera_batch(obj, CAM_SHUTTER, uv, 0, threads);
+}
+
+static PyObject *camera_pixel_rays(PyObject *obj, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"threads", NULL};
+    PyObject *threads = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:_pixel_rays", kwlist, &threads)) return NULL;
+    dkpy_state *st = state_of_derived(Py_TYPE(obj));
+    if (!st) return NULL;
+    dkpy_pool_arg pa;
+    if (pool_arg(st, threads, &pa) < 0) return NULL;
+    dk_camera cam = ((dkpy_Camera *)obj)->cam;
+    int64_t shape[3] = {cam.height, cam.width, 3};
+    dk_tensor rays, valid;
+    memset(&rays, 0, sizeof rays);
+    memset(&valid, 0, sizeof valid);
+    int rc;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_tensor_alloc(&rays, DK_F32, 3, shape);
+    if (rc == DK_OK) rc = dk_tensor_alloc(&valid, DK_BOOL, 2, shape);
+    if (rc == DK_OK) rc = dk_camera_pixel_rays(&cam, pa.pool, (float *)rays.data,
+                                               (uint8_t *)valid.data);
+    if (rc != DK_OK) {
+        msg_grab(&msg);
+        dk_tensor_release(&rays);
+        dk_tensor_release(&valid);
+    }
+    pool_arg_done(&pa);
+    Py_END_ALLOW_THREADS
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    PyObject *r = tensor_wrap(st, &rays);
+    PyObject *v = tensor_wrap(st, &valid);
+    if (!r || !v) {
+        Py_XDECREF(r);
+        Py_XDECREF(v);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", r, v);
+}
+
+static PyGetSetDef camera_getset[] = {
+    {"model", camera_get, NULL, "\"pinhole\", \"opencv\", \"fisheye\" or \"ftheta\".",
+     (void *)(intptr_t)CF_MODEL},
+    {"width", camera_get, NULL, "Image width in pixels.", (void *)(intptr_t)CF_WIDTH},
+    {"height", camera_get, NULL, "Image height in pixels.", (void *)(intptr_t)CF_HEIGHT},
+    {"fx", camera_get, NULL, "Focal length in x, pixels (None for ftheta).",
+     (void *)(intptr_t)CF_FX},
+    {"fy", camera_get, NULL, "Focal length in y, pixels (None for ftheta).",
+     (void *)(intptr_t)CF_FY},
+    {"cx", camera_get, NULL,
+     "Principal point x in drivekit's continuous pixel coordinates (OpenCV's cx + 0.5).",
+     (void *)(intptr_t)CF_CX},
+    {"cy", camera_get, NULL,
+     "Principal point y in drivekit's continuous pixel coordinates (OpenCV's cy + 0.5).",
+     (void *)(intptr_t)CF_CY},
+    {"k", camera_get, NULL,
+     "Radial coefficients: k1..k6 (opencv), k1..k4 (fisheye); None otherwise.",
+     (void *)(intptr_t)CF_K},
+    {"p", camera_get, NULL, "Tangential (p1, p2) (opencv); None otherwise.",
+     (void *)(intptr_t)CF_P},
+    {"s", camera_get, NULL, "Thin prism (s1..s4) (opencv); None otherwise.",
+     (void *)(intptr_t)CF_S},
+    {"reference", camera_get, NULL,
+     "Calibrated f-theta direction, \"angle_to_pixeldist\" or \"pixeldist_to_angle\"; None "
+     "for other models.", (void *)(intptr_t)CF_REFERENCE},
+    {"fw_poly", camera_get, NULL,
+     "f-theta angle (rad) -> pixel distance polynomial c0..c5; None for other models.",
+     (void *)(intptr_t)CF_FW_POLY},
+    {"bw_poly", camera_get, NULL,
+     "f-theta pixel distance -> angle (rad) polynomial c0..c5; None for other models.",
+     (void *)(intptr_t)CF_BW_POLY},
+    {"linear_cde", camera_get, NULL,
+     "f-theta linear term (c, d, e) of A = [[c, d], [e, 1]]; None for other models.",
+     (void *)(intptr_t)CF_LINEAR_CDE},
+    {"max_angle", camera_get, NULL,
+     "Largest valid angle from the optical axis, radians (fisheye, ftheta); None otherwise.",
+     (void *)(intptr_t)CF_MAX_ANGLE},
+    {"shutter", camera_get, NULL,
+     "Rolling-shutter readout: \"global\", \"top_to_bottom\", \"bottom_to_top\", "
+     "\"left_to_right\" or \"right_to_left\".", (void *)(intptr_t)CF_SHUTTER},
+    {"margin", camera_get, NULL,
+     "Fraction of (width, height) outside the image that still counts as valid.",
+     (void *)(intptr_t)CF_MARGIN},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef camera_methods[] = {
+    {"to_dict", camera_to_dict, METH_NOARGS,
+     "to_dict() -> dict\n\nThe parameters of the camera's model; Camera(**d) rebuilds it."},
+    {"_project", DKPY_KW(camera_project),
+     "_project(points, jacobian=False, threads=1) -> (uv, J or None, valid) Tensors\n\n"
+     "points: C-contiguous float64 (N, 3). uv (N, 2) float64 (NaN where the model is\n"
+     "undefined), J (N, 2, 3) float64, valid (N,) bool."},
+    {"_unproject", DKPY_KW(camera_unproject),
+     "_unproject(uv, threads=1) -> (rays, valid) Tensors\n\n"
+     "uv: C-contiguous float64 (N, 2). rays (N, 3) float64 unit (NaN where invalid)."},
+    {"_shutter_time", DKPY_KW(camera_shutter_time),
+     "_shutter_time(uv, threads=1) -> Tensor (N,) float64"},
+    {"_pixel_rays", DKPY_KW(camera_pixel_rays),
+     "_pixel_rays(threads=1) -> (rays (H, W, 3) float32, valid (H, W) bool) Tensors"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot camera_slots[] = {
+    {Py_tp_doc, (void *)"Camera(model, *, width, height, fx, fy, cx, cy, k=None, p=None, s=None,\n"
+                        "       reference=None, fw_poly=None, bw_poly=None, linear_cde=None,\n"
+                        "       max_angle=0.0, margin=0.0, shutter='global')\n\n"
+                        "A validated camera model (dk_camera). Immutable. Use drivekit.camera.Camera,\n"
+                        "which adds the numpy-facing methods and named constructors."},
+    {Py_tp_new, (void *)camera_new},
+    {Py_tp_dealloc, (void *)camera_dealloc},
+    {Py_tp_repr, (void *)camera_repr},
+    {Py_tp_getset, camera_getset},
+    {Py_tp_methods, camera_methods},
+    {0, NULL},
+};
+
+static PyType_Spec camera_spec = {
+    .name = "drivekit._drivekit.Camera",
+    .basicsize = sizeof(dkpy_Camera),
+    .itemsize = 0,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_BASETYPE,
+    .slots = camera_slots,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Lidar patterns and rigs                                                   */
+
+static PyObject *lidar_dict(const dk_lidar_model *m)
+{
+    int nb = m->n_beams < 0 ? 0 : m->n_beams > DK_LIDAR_MAX_BEAMS ? DK_LIDAR_MAX_BEAMS : m->n_beams;
+    PyObject *el = double_tuple(m->elevation, nb);
+    PyObject *az = el ? double_tuple(m->azimuth_offset, nb) : NULL;
+    if (!el || !az) {
+        Py_XDECREF(el);
+        return NULL;
+    }
+    return Py_BuildValue("{s:i,s:i,s:d,s:i,s:d,s:d,s:d,s:N,s:N}", "n_beams", m->n_beams,
+                         "n_columns", m->n_columns, "spin_hz", m->spin_hz, "direction",
+                         m->direction, "azimuth_start", m->azimuth_start, "min_range",
+                         m->min_range, "max_range", m->max_range, "elevation", el,
+                         "azimuth_offset", az);
+}
+
+/* A lidar model from a preset number (32, 64, 128) or a mapping with the keys
+ * lidar_dict writes (azimuth_start and azimuth_offset optional); validated. */
+static int lidar_arg(dkpy_state *st, PyObject *obj, dk_lidar_model *m)
+{
+    memset(m, 0, sizeof *m);
+    int rc;
+    if (PyLong_Check(obj)) {
+        int overflow = 0;
+        long v = PyLong_AsLongAndOverflow(obj, &overflow);
+        if (v == -1 && PyErr_Occurred()) return -1;
+        if (overflow || v < INT32_MIN || v > INT32_MAX) v = 0;
+        rc = dk_lidar_model_preset(m, (dk_lidar_preset)v);
+        if (rc != DK_OK) {
+            dkpy_raise(st, rc, NULL);
+            return -1;
+        }
+        return 0;
+    }
+    if (!PyMapping_Check(obj) || PyUnicode_Check(obj)) {
+        PyErr_Format(PyExc_TypeError,
+                     "lidar model must be a preset (32, 64, 128) or a dict like lidar_preset()'s, "
+                     "not %.100s", Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    static const char *const keys[] = {"n_beams", "n_columns", "spin_hz", "direction",
+                                       "azimuth_start", "min_range", "max_range", "elevation",
+                                       "azimuth_offset"};
+    PyObject *v[9] = {NULL};
+    int ret = -1;
+    for (int i = 0; i < 9; i++) {
+        PyObject *key = PyUnicode_FromString(keys[i]);
+        if (!key) goto done;
+        int has = PyMapping_HasKey(obj, key);
+        v[i] = has ? PyObject_GetItem(obj, key) : NULL;
+        Py_DECREF(key);
+        if (has && !v[i]) goto done;
+        if (!has && i != 4 && i != 8) {
+            dkpy_invalid(st, "lidar model: missing key '%s'", keys[i]);
+            goto done;
+        }
+    }
+    if (int_arg(st, v[0], "n_beams", &m->n_beams) < 0 ||
+        int_arg(st, v[1], "n_columns", &m->n_columns) < 0 ||
+        double_arg(v[2], "spin_hz", &m->spin_hz) < 0 ||
+        int_arg(st, v[3], "direction", &m->direction) < 0 ||
+        (v[4] && double_arg(v[4], "azimuth_start", &m->azimuth_start) < 0) ||
+        double_arg(v[5], "min_range", &m->min_range) < 0 ||
+        double_arg(v[6], "max_range", &m->max_range) < 0)
+        goto done;
+    if (m->n_beams < 1 || m->n_beams > DK_LIDAR_MAX_BEAMS) {
+        dkpy_invalid(st, "lidar model: n_beams = %d outside [1, %d]", m->n_beams,
+                     DK_LIDAR_MAX_BEAMS);
+        goto done;
+    }
+    if (doubles_arg(st, v[7], "elevation", m->elevation, m->n_beams, 1) < 0) goto done;
+    if (v[8] && v[8] != Py_None &&
+        doubles_arg(st, v[8], "azimuth_offset", m->azimuth_offset, m->n_beams, 1) < 0)
+        goto done;
+    rc = dk_lidar_model_validate(m);
+    if (rc != DK_OK) {
+        dkpy_raise(st, rc, NULL);
+        goto done;
+    }
+    ret = 0;
+done:
+    for (int i = 0; i < 9; i++) Py_XDECREF(v[i]);
+    return ret;
+}
+
+static PyObject *py_lidar_preset(PyObject *module, PyObject *arg)
+{
+    dkpy_state *st = state_of_module(module);
+    dk_lidar_model m;
+    if (!PyLong_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "lidar_preset: n_beams must be an int, not %.100s",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    if (lidar_arg(st, arg, &m) < 0) return NULL;
+    return lidar_dict(&m);
+}
+
+static PyObject *py_lidar_rays(PyObject *module, PyObject *arg)
+{
+    dkpy_state *st = state_of_module(module);
+    dk_lidar_model m;
+    if (lidar_arg(st, arg, &m) < 0) return NULL;
+    int64_t shape[3] = {m.n_beams, m.n_columns, 3};
+    dk_tensor dirs, times;
+    memset(&dirs, 0, sizeof dirs);
+    memset(&times, 0, sizeof times);
+    int rc;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_tensor_alloc(&dirs, DK_F64, 3, shape);
+    if (rc == DK_OK) rc = dk_tensor_alloc(&times, DK_F64, 1, shape + 1);
+    if (rc == DK_OK) {
+        double *d = (double *)dirs.data, *t = (double *)times.data;
+        for (int b = 0; b < m.n_beams; b++)
+            for (int c = 0; c < m.n_columns; c++)
+                dk_lidar_ray(&m, b, c, d + 3 * ((int64_t)b * m.n_columns + c), b ? NULL : &t[c]);
+    } else {
+        msg_grab(&msg);
+        dk_tensor_release(&dirs);
+        dk_tensor_release(&times);
+    }
+    Py_END_ALLOW_THREADS
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    PyObject *d = tensor_wrap(st, &dirs);
+    PyObject *t = tensor_wrap(st, &times);
+    if (!d || !t) {
+        Py_XDECREF(d);
+        Py_XDECREF(t);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", d, t);
+}
+
+static PyObject *rig_sensor_dict(const dk_rig_sensor *s)
+{
+    double m[16];
+    dk_pose_to_matrix(&s->sensor_to_ego, m);
+    PyObject *mat = double_tuple(m, 16);
+    PyObject *q = double_tuple(s->sensor_to_ego.q, 4);
+    PyObject *t = double_tuple(s->sensor_to_ego.t, 3);
+    PyObject *cam = s->kind == DK_SENSOR_CAMERA ? camera_dict(&s->camera) : Py_NewRef(Py_None);
+    PyObject *lid = s->kind == DK_SENSOR_LIDAR ? lidar_dict(&s->lidar) : Py_NewRef(Py_None);
+    if (!mat || !q || !t || !cam || !lid) {
+        Py_XDECREF(mat);
+        Py_XDECREF(q);
+        Py_XDECREF(t);
+        Py_XDECREF(cam);
+        Py_XDECREF(lid);
+        return NULL;
+    }
+    return Py_BuildValue("{s:s,s:s,s:N,s:N,s:N,s:d,s:d,s:d,s:N,s:N}", "name", s->name, "kind",
+                         s->kind == DK_SENSOR_CAMERA ? "camera" : "lidar", "sensor_to_ego", mat,
+                         "rotation", q, "translation", t, "rate_hz", s->rate_hz, "time_offset",
+                         s->time_offset, "readout_time", s->readout_time, "camera", cam, "lidar",
+                         lid);
+}
+
+static PyObject *py_rig_nuscenes(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"width", "height", NULL};
+    dkpy_state *st = state_of_module(module);
+    int width = 1600, height = 900;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|ii:rig_nuscenes", kwlist, &width, &height))
+        return NULL;
+    if (width < 1 || width > 65536 || height < 1 || height > 65536)
+        return dkpy_invalid(st, "nuscenes_rig: size %dx%d outside [1, 65536]", width, height);
+    dk_rig *rig = PyMem_Malloc(sizeof *rig);
+    if (!rig) return PyErr_NoMemory();
+    int rc;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    dk_rig_nuscenes(rig, width, height);
+    rc = dk_rig_validate(rig);
+    if (rc != DK_OK) msg_grab(&msg);
+    Py_END_ALLOW_THREADS
+    if (rc != DK_OK) {
+        PyMem_Free(rig);
+        return dkpy_raise(st, rc, &msg);
+    }
+    PyObject *list = PyList_New(rig->n_sensors);
+    for (int i = 0; list && i < rig->n_sensors; i++) {
+        PyObject *d = rig_sensor_dict(&rig->sensors[i]);
+        if (!d) Py_CLEAR(list);
+        else PyList_SET_ITEM(list, i, d);
+    }
+    PyMem_Free(rig);
+    return list;
+}
+
+static PyMethodDef dkpy_methods[] = {
+    {"version", py_version, METH_NOARGS, "version() -> str\n\nLibrary version \"MAJOR.MINOR.PATCH\"."},
+    {"alloc_live", py_alloc_live, METH_NOARGS,
+     "alloc_live() -> int\n\nLive drivekit allocations (allocations minus frees); for leak tests."},
+    {"status_str", py_status_str, METH_O,
+     "status_str(code) -> str\n\nName of a DK_E* status code."},
+    {"jpeg_info", py_jpeg_info, METH_O,
+     "jpeg_info(data) -> dict\n\nHeader of a JPEG: width, height, subsampling, colorspace."},
+    {"decode_jpeg", DKPY_KW(py_decode_jpeg),
+     "decode_jpeg(data, *, format='rgb', scale=None, min_size=None, fast_dct=False,\n"
+     "            allow_warnings=False) -> Tensor (H, W, C) uint8"},
+    {"decode_png", DKPY_KW(py_decode_png),
+     "decode_png(data, format='rgb') -> Tensor (H, W, C) uint8"},
+    {"encode_jpeg", DKPY_KW(py_encode_jpeg),
+     "encode_jpeg(image, quality=95, format=None, subsamp444=False) -> bytes"},
+    {"encode_png", py_encode_png, METH_O, "encode_png(image) -> bytes"},
+    {"read_image", DKPY_KW(py_read_image),
+     "read_image(path, *, format='rgb', scale=None, min_size=None, fast_dct=False,\n"
+     "           allow_warnings=False) -> Tensor (H, W, C) uint8"},
+    {"write_image", DKPY_KW(py_write_image), "write_image(path, image, quality=95) -> None"},
+    {"philox4x32", py_philox4x32, METH_VARARGS,
+     "philox4x32(ctr, key) -> (int, int, int, int)\n\nOne Philox4x32-10 block."},
+    {"rng_u32", DKPY_KW(py_rng_u32),
+     "rng_u32(seed, stream, n, offset=0, threads=1) -> Tensor (n,) uint32"},
+    {"rng_uniform", DKPY_KW(py_rng_uniform),
+     "rng_uniform(seed, stream, n, offset=0, threads=1) -> Tensor (n,) float32"},
+    {"lidar_preset", py_lidar_preset, METH_O,
+     "lidar_preset(n_beams) -> dict\n\nThe 32-, 64- or 128-beam spinning-lidar preset "
+     "(dk_lidar_model_preset)."},
+    {"lidar_rays", py_lidar_rays, METH_O,
+     "lidar_rays(model) -> (Tensor (beams, columns, 3) float64, Tensor (columns,) float64)\n\n"
+     "Unit beam directions (sensor FLU frame) and column firing times; model is a preset\n"
+     "number or a dict like lidar_preset()'s."},
+    {"rig_nuscenes", DKPY_KW(py_rig_nuscenes),
+     "rig_nuscenes(width=1600, height=900) -> list of dict\n\nThe nuScenes-like sensor rig "
+     "(dk_rig_nuscenes); cameras as Camera(**d) keyword dicts."},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ------------------------------------------------------------------------ */
+/* Module lifecycle                                                          */
+
+static int dkpy_exec(PyObject *m)
+{
+    if (dk_version() != DK_VERSION_HEX) {
+        PyErr_Format(PyExc_ImportError,
+                     "drivekit._drivekit was built for drivekit %s (0x%06x) but links library "
+                     "version %s (0x%06x)",
+                     DK_VERSION_STRING, DK_VERSION_HEX, dk_version_str(), dk_version());
+        return -1;
+    }
+    dkpy_state *st = state_of_module(m);
+    st->tensor_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &tensor_spec, NULL);
+    if (!st->tensor_type || PyModule_AddType(m, st->tensor_type) < 0) return -1;
+    st->pool_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &pool_spec, NULL);
+    if (!st->pool_type || PyModule_AddType(m, st->pool_type) < 0) return -1;
+    st->camera_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &camera_spec, NULL);
+    if (!st->camera_type || PyModule_AddType(m, st->camera_type) < 0) return -1;
+
+    for (int i = 0; i < DKPY_EXC_COUNT; i++) {
+        PyObject *bases = i == DKPY_EXC_ERROR
+                              ? PyTuple_Pack(1, *dkpy_exc_table[i].builtin)
+                              : PyTuple_Pack(2, st->exc[DKPY_EXC_ERROR], *dkpy_exc_table[i].builtin);
+        if (!bases) return -1;
+        char qualname[96];
+        PyOS_snprintf(qualname, sizeof qualname, "drivekit.%s", dkpy_exc_table[i].name);
+        st->exc[i] = PyErr_NewExceptionWithDoc(qualname, dkpy_exc_table[i].doc, bases, NULL);
+        Py_DECREF(bases);
+        if (!st->exc[i]) return -1;
+        if (PyModule_AddObjectRef(m, dkpy_exc_table[i].name, st->exc[i]) < 0) return -1;
+    }
+    if (PyModule_AddStringConstant(m, "__version__", DK_VERSION_STRING) < 0) return -1;
+    if (PyModule_AddIntConstant(m, "VERSION_HEX", DK_VERSION_HEX) < 0) return -1;
+    static const struct {
+        const char *name;
+        int value;
+    } codes[] = {
+        {"OK", DK_OK}, {"EINVAL", DK_EINVAL}, {"ENOMEM", DK_ENOMEM}, {"EIO", DK_EIO},
+        {"ENOENT", DK_ENOENT}, {"EINVALIDDATA", DK_EINVALIDDATA},
+        {"EUNSUPPORTED", DK_EUNSUPPORTED}, {"ERANGE", DK_ERANGE}, {"EOVERFLOW", DK_EOVERFLOW},
+        {"ESTATE", DK_ESTATE}, {"EAGAIN", DK_EAGAIN}, {"EOF", DK_EOF},
+        {"ECANCELED", DK_ECANCELED}, {"ESYS", DK_ESYS}, {"EINTERNAL", DK_EINTERNAL},
+    };
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (PyModule_AddIntConstant(m, codes[i].name, codes[i].value) < 0) return -1;
+    return 0;
+}
+
+static int dkpy_traverse(PyObject *m, visitproc visit, void *arg)
+{
+    dkpy_state *st = state_of_module(m);
+    if (!st) return 0;
+    Py_VISIT(st->tensor_type);
+    Py_VISIT(st->pool_type);
+    Py_VISIT(st->camera_type);
+    for (int i = 0; i < DKPY_EXC_COUNT; i++) Py_VISIT(st->exc[i]);
+    return 0;
+}
+
+static int dkpy_clear(PyObject *m)
+{
+    dkpy_state *st = state_of_module(m);
+    if (!st) return 0;
+    Py_CLEAR(st->tensor_type);
+    Py_CLEAR(st->pool_type);
+    Py_CLEAR(st->camera_type);
+    for (int i = 0; i < DKPY_EXC_COUNT; i++) Py_CLEAR(st->exc[i]);
+    return 0;
+}
+
+static void dkpy_free(void *m)
+{
+    dkpy_clear((PyObject *)m);
+}
+
+static PyModuleDef_Slot dkpy_slots[] = {
+    {Py_mod_exec, (void *)dkpy_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef dkpy_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "drivekit._drivekit",
+    .m_doc = "C extension of drivekit; use the `drivekit` package instead.",
+    .m_size = sizeof(dkpy_state),
+    .m_methods = dkpy_methods,
+    .m_slots = dkpy_slots,
+    .m_traverse = dkpy_traverse,
+    .m_clear = dkpy_clear,
+    .m_free = dkpy_free,
+};
+
+PyMODINIT_FUNC PyInit__drivekit(void)
+{
+    return PyModuleDef_Init(&dkpy_module);
+}

@@ -1,0 +1,121 @@
+/*
+ * The drivekit command: one subcommand per module.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct subcommand {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv);
+} subcommand;
+
+static const subcommand commands[] = {
+    {"image", "inspect and convert JPEG/PNG images (DCT-domain scaled decode)", cmd_image},
+    {"world", "generate driving scenarios, nuScenes-layout datasets and condition videos", cmd_world},
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static void print_help(FILE *f)
+{
+    fprintf(f,
+            "usage: drivekit [--version] [--help] <command> [<args>]\n"
+            "\n"
+            "drivekit: training data, sensor simulation, scenarios and deployment kernels\n"
+            "for autonomous-driving models.\n"
+            "\n"
+            "commands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f,
+            "\n"
+            "Run 'drivekit <command> --help' for a command's options.\n"
+            "Exit status: 0 success, 1 failure (the message says what and where), 2 bad usage.\n");
+}
+
+int cli_usage_error(const char *cmd, const char *usage, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "drivekit %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nusage: %s\n", usage);
+    return CLI_USAGE;
+}
+
+int cli_fail(int status)
+{
+    const char *msg = dk_errmsg();
+    fprintf(stderr, "drivekit: %s\n", msg[0] ? msg : dk_status_str(status));
+    return CLI_FAIL;
+}
+
+int cli_parse_int(const char *s, long lo, long hi, long *out)
+{
+    if (!s || !*s) return -1;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+int cli_parse_fraction(const char *s, int *num, int *den)
+{
+    const char *slash = s ? strchr(s, '/') : NULL;
+    long n, d;
+    char buf[32];
+    if (!slash || (size_t)(slash - s) >= sizeof buf) return -1;
+    memcpy(buf, s, (size_t)(slash - s));
+    buf[slash - s] = '\0';
+    if (cli_parse_int(buf, 1, 1000, &n) || cli_parse_int(slash + 1, 1, 1000, &d)) return -1;
+    *num = (int)n;
+    *den = (int)d;
+    return 0;
+}
+
+int cli_parse_size(const char *s, int *w, int *h)
+{
+    const char *x = s ? strchr(s, 'x') : NULL;
+    long a, b;
+    char buf[32];
+    if (!x || (size_t)(x - s) >= sizeof buf) return -1;
+    memcpy(buf, s, (size_t)(x - s));
+    buf[x - s] = '\0';
+    if (cli_parse_int(buf, 1, 1 << 16, &a) || cli_parse_int(x + 1, 1, 1 << 16, &b)) return -1;
+    *w = (int)a;
+    *h = (int)b;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        print_help(stderr);
+        return CLI_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        print_help(stdout);
+        return CLI_OK;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        printf("drivekit %s\n", dk_version_str());
+        return CLI_OK;
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(cmd, commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    if (cmd[0] == '-')
+        fprintf(stderr, "drivekit: unknown option '%s'\n", cmd);
+    else
+        fprintf(stderr, "drivekit: unknown command '%s'\n", cmd);
+    fprintf(stderr, "usage: drivekit [--version] [--help] <command> [<args>]  (commands:");
+    for (size_t i = 0; i < N_COMMANDS; i++) fprintf(stderr, " %s", commands[i].name);
+    fprintf(stderr, ")\n");
+    return CLI_USAGE;
+}
