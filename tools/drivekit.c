@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <libavutil/log.h>
+
 #include "cli.h"
 
 typedef struct subcommand {
@@ -95,6 +97,9 @@ int cli_parse_size(const char *s, int *w, int *h)
 
 int main(int argc, char **argv)
 {
+    /* FFmpeg's informational chatter (encoder banners, muxer notes) would bury
+     * the progress output; the command reports failures itself. */
+    av_log_set_level(AV_LOG_ERROR);
     if (argc < 2) {
         print_help(stderr);
         return CLI_USAGE;

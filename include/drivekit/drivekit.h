@@ -15,6 +15,8 @@
  *            edits, camera/lidar rendering, condition videos, nuScenes writer.
  *   video.h  frame-exact on-demand video decoding: index, planner, parallel
  *            GOP decoding, caches, RGB/YUV output.
+ *   ragged.h RaggedBatch: batched ops over non-uniform ground truth, batched
+ *            Hungarian matching, set losses with backward.
  *
  * Conventions shared by every module:
  *   - Public symbols are dk_<module>_<verb>; macros DK_; types dk_<name>.
@@ -40,5 +42,6 @@
 #include "drivekit/camera.h"
 #include "drivekit/world.h"
 #include "drivekit/video.h"
+#include "drivekit/ragged.h"
 
 #endif /* DRIVEKIT_H */
