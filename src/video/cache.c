@@ -1,0 +1,208 @@
+/*
+ * A byte-bounded LRU map from 64-bit keys to dk_buffer references, used for
+ * decoded frames (key: frame id and output kind, value: the output bytes) and
+ * for demuxed GOP segments (key: segment, value: a buffer wrapping the
+ * segment's packets).
+ *
+ * Values are refcounted, so a reader takes its own reference under the lock
+ * and copies outside it; an entry evicted while a reader still holds it lives
+ * until that reader lets go. The bytes charged to the cache never exceed the
+ * capacity: an insert evicts from the cold end first, and a value larger than
+ * the whole capacity is not stored. Evicted values are released after the
+ * lock is dropped, since releasing a segment frees many packets.
+ */
+#include <pthread.h>
+#include <string.h>
+
+#include "video/video_impl.h"
+
+typedef struct lru_ent {
+    uint64_t key;
+    dk_buffer *val;
+    size_t bytes;
+    struct lru_ent *prev, *next;   /* recency list, most recent after head */
+    struct lru_ent *hnext;         /* hash chain */
+} lru_ent;
+
+struct dk__lru {
+    pthread_mutex_t mu;
+    size_t cap, used, count;
+    lru_ent **buckets;
+    size_t n_buckets;              /* power of two */
+    lru_ent head;                  /* sentinel of the recency list */
+};
+
+static size_t bucket_of(const dk__lru *c, uint64_t key)
+{
+    return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (c->n_buckets - 1);
+}
+
+int dk__lru_create(size_t capacity, dk__lru **out)
+{
+    *out = NULL;
+    dk__lru *c = dk_calloc(1, sizeof *c);
+    if (!c) return dk__error(DK_ENOMEM, __func__, "out of memory");
+    c->n_buckets = 64;
+    c->buckets = dk_calloc(c->n_buckets, sizeof *c->buckets);
+    if (!c->buckets || pthread_mutex_init(&c->mu, NULL)) {
+        dk_free(c->buckets);
+        dk_free(c);
+        return dk__error(DK_ENOMEM, __func__, "out of memory");
+    }
+    c->cap = capacity;
+    c->head.prev = c->head.next = &c->head;
+    *out = c;
+    return DK_OK;
+}
+
+void dk__lru_destroy(dk__lru *c)
+{
+    if (!c) return;
+    lru_ent *e = c->head.next;
+    while (e != &c->head) {
+        lru_ent *n = e->next;
+        dk_buffer_unref(e->val);
+        dk_free(e);
+        e = n;
+    }
+    pthread_mutex_destroy(&c->mu);
+    dk_free(c->buckets);
+    dk_free(c);
+}
+
+static lru_ent *find(dk__lru *c, uint64_t key)
+{
+    for (lru_ent *e = c->buckets[bucket_of(c, key)]; e; e = e->hnext)
+        if (e->key == key) return e;
+    return NULL;
+}
+
+static void list_unlink(lru_ent *e)
+{
+    e->prev->next = e->next;
+    e->next->prev = e->prev;
+}
+
+static void list_push_front(dk__lru *c, lru_ent *e)
+{
+    e->prev = &c->head;
+    e->next = c->head.next;
+    c->head.next->prev = e;
+    c->head.next = e;
+}
+
+static void hash_remove(dk__lru *c, lru_ent *e)
+{
+    lru_ent **pp = &c->buckets[bucket_of(c, e->key)];
+    while (*pp != e) pp = &(*pp)->hnext;
+    *pp = e->hnext;
+}
+
+/* Doubles the table when it is fuller than one entry per bucket; a failed
+ * allocation just keeps longer chains. */
+static void maybe_grow(dk__lru *c)
+{
+    if (c->count < c->n_buckets) return;
+    size_t nb = c->n_buckets * 2;
+    lru_ent **b = dk_calloc(nb, sizeof *b);
+    if (!b) return;
+    lru_ent **old = c->buckets;
+    size_t on = c->n_buckets;
+    c->buckets = b;
+    c->n_buckets = nb;
+    for (size_t i = 0; i < on; i++) {
+        lru_ent *e = old[i];
+        while (e) {
+            lru_ent *n = e->hnext;
+            size_t k = bucket_of(c, e->key);
+            e->hnext = b[k];
+            b[k] = e;
+            e = n;
+        }
+    }
+    dk_free(old);
+}
+
+dk_buffer *dk__lru_get(dk__lru *c, uint64_t key)
+{
+    if (!c) return NULL;
+    pthread_mutex_lock(&c->mu);
+    lru_ent *e = find(c, key);
+    dk_buffer *b = NULL;
+    if (e) {
+        list_unlink(e);
+        list_push_front(c, e);
+        b = dk_buffer_ref(e->val);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return b;
+}
+
+int dk__lru_contains(dk__lru *c, uint64_t key)
+{
+    if (!c) return 0;
+    pthread_mutex_lock(&c->mu);
+    int r = find(c, key) != NULL;
+    pthread_mutex_unlock(&c->mu);
+    return r;
+}
+
+int dk__lru_put(dk__lru *c, uint64_t key, dk_buffer *b, size_t bytes)
+{
+    if (!c || !b || bytes > c->cap) return 0;
+    lru_ent *ne = dk_malloc(sizeof *ne);
+    if (!ne) return 0;
+    ne->key = key;
+    ne->val = dk_buffer_ref(b);
+    ne->bytes = bytes;
+    lru_ent *victims = NULL;
+    pthread_mutex_lock(&c->mu);
+    if (find(c, key)) {
+        pthread_mutex_unlock(&c->mu);
+        dk_buffer_unref(ne->val);
+        dk_free(ne);
+        return 0;
+    }
+    while (c->used + bytes > c->cap && c->head.prev != &c->head) {
+        lru_ent *v = c->head.prev;
+        list_unlink(v);
+        hash_remove(c, v);
+        c->used -= v->bytes;
+        c->count--;
+        v->hnext = victims;
+        victims = v;
+    }
+    maybe_grow(c);
+    size_t k = bucket_of(c, key);
+    ne->hnext = c->buckets[k];
+    c->buckets[k] = ne;
+    list_push_front(c, ne);
+    c->used += bytes;
+    c->count++;
+    pthread_mutex_unlock(&c->mu);
+    while (victims) {
+        lru_ent *n = victims->hnext;
+        dk_buffer_unref(victims->val);
+        dk_free(victims);
+        victims = n;
+    }
+    return 1;
+}
+
+size_t dk__lru_bytes(dk__lru *c)
+{
+    if (!c) return 0;
+    pthread_mutex_lock(&c->mu);
+    size_t u = c->used;
+    pthread_mutex_unlock(&c->mu);
+    return u;
+}
+
+size_t dk__lru_count(dk__lru *c)
+{
+    if (!c) return 0;
+    pthread_mutex_lock(&c->mu);
+    size_t u = c->count;
+    pthread_mutex_unlock(&c->mu);
+    return u;
+}
