@@ -19,6 +19,7 @@ typedef struct subcommand {
 static const subcommand commands[] = {
     {"image", "inspect and convert JPEG/PNG images (DCT-domain scaled decode)", cmd_image},
     {"world", "generate driving scenarios, nuScenes-layout datasets and condition videos", cmd_world},
+    {"video", "frame-exact on-demand video decoding: info, framemd5, extract", cmd_video},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

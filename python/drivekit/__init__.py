@@ -10,6 +10,11 @@ The Python package is a thin layer over the C library (``_drivekit``):
 * :mod:`drivekit.rng` -- counter-based Philox random numbers.
 * :mod:`drivekit.camera` -- camera models (pinhole, OpenCV, fisheye, f-theta),
   lidar scan patterns and the nuScenes-like sensor rig.
+* :mod:`drivekit.video` -- frame-exact on-demand video decoding (Decoder,
+  MultiDecoder for multi-camera samples).
+* :mod:`drivekit.ragged` -- RaggedBatch, batched indexing ops, batched exact
+  assignment and DETR-style set losses with backward (torch tensors; imported
+  on first use).
 
 Every C function runs with the GIL released. Library errors raise subclasses of
 :class:`Error` that are also the natural builtin exception:
@@ -52,7 +57,17 @@ from ._drivekit import (
 
 __version__ = _drivekit.__version__
 
-from . import camera, image, rng  # noqa: E402  (submodules need the names above)
+from . import camera, image, rng, video  # noqa: E402  (submodules need the names above)
+
+
+def __getattr__(name):
+    # drivekit.ragged needs torch: imported on first use so that `import
+    # drivekit` stays light (`from drivekit import ragged` works as usual).
+    if name == "ragged":
+        import importlib
+
+        return importlib.import_module(".ragged", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "__version__",
@@ -73,4 +88,6 @@ __all__ = [
     "camera",
     "image",
     "rng",
+    "video",
+    "ragged",
 ]

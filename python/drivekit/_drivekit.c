@@ -117,6 +117,7 @@ typedef struct {
     PyTypeObject *tensor_type;
     PyTypeObject *pool_type;
     PyTypeObject *camera_type;
+    PyTypeObject *video_type;
     PyObject *exc[DKPY_EXC_COUNT];
 } dkpy_state;
 
@@ -2165,7 +2166,1593 @@ static PyObject *py_rig_nuscenes(PyObject *module, PyObject *args, PyObject *kwd
     return list;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Ragged batches (drivekit.ragged)                                          */
+/*
+ * Thin calls into dk_ragged_*: drivekit/ragged.py allocates every output with
+ * torch and hands tensors over as numpy views (buffer protocol, strided, no
+ * copy), so these functions only convert buffers to dk_tensor views, release
+ * the GIL around the C call and map errors. A ragged argument is a tuple
+ * (data, sizes or None, batch_dims, dim); sizes is a C-contiguous int64
+ * buffer (written by the functions that produce sizes).
+ */
+
+#define RG_MAX_BUFS 24
+
+typedef struct {
+    Py_buffer views[RG_MAX_BUFS];
+    int n;
+    dk_tensor *list;             /* PyMem, for one list argument */
+    Py_buffer *lviews;           /* the list items' buffers, held for the call */
+    Py_ssize_t nl;
+} rg_args;
+
+static void rg_release(rg_args *a)
+{
+    for (int i = 0; i < a->n; i++) PyBuffer_Release(&a->views[i]);
+    a->n = 0;
+    for (Py_ssize_t i = 0; i < a->nl; i++) PyBuffer_Release(&a->lviews[i]);
+    a->nl = 0;
+    PyMem_Free(a->list);
+    PyMem_Free(a->lviews);
+    a->list = NULL;
+    a->lviews = NULL;
+}
+
+/* Bytes of the buffer taken last. */
+static Py_ssize_t rg_last_len(const rg_args *a)
+{
+    return a->n ? a->views[a->n - 1].len : 0;
+}
+
+static dk_dtype rg_dtype(const Py_buffer *v)
+{
+    const char *f = v->format ? v->format : "B";
+    if (*f == '@' || *f == '=' || *f == '<' || *f == '|') f++;
+    if (!f[0] || f[1]) return DK_DTYPE_INVALID;
+    Py_ssize_t sz = v->itemsize;
+    switch (*f) {
+    case 'f': return sz == 4 ? DK_F32 : DK_DTYPE_INVALID;
+    case 'd': return sz == 8 ? DK_F64 : DK_DTYPE_INVALID;
+    case 'e': return sz == 2 ? DK_F16 : DK_DTYPE_INVALID;
+    case '?': return sz == 1 ? DK_BOOL : DK_DTYPE_INVALID;
+    case 'b': case 'h': case 'i': case 'l': case 'q':
+        return sz == 1 ? DK_I8 : sz == 2 ? DK_I16 : sz == 4 ? DK_I32 : sz == 8 ? DK_I64
+                                                                              : DK_DTYPE_INVALID;
+    case 'B': case 'H': case 'I': case 'L': case 'Q':
+        return sz == 1 ? DK_U8 : sz == 2 ? DK_U16 : sz == 4 ? DK_U32 : sz == 8 ? DK_U64
+                                                                              : DK_DTYPE_INVALID;
+    default: return DK_DTYPE_INVALID;
+    }
+}
+
+/* Any strided buffer (numpy array, a CPU torch tensor's .numpy()) as a
+ * borrowed dk_tensor. */
+static int rg_tensor(dkpy_state *st, rg_args *a, PyObject *obj, const char *what, int writable,
+                     dk_tensor *t)
+{
+    if (a->n >= RG_MAX_BUFS) {
+        PyErr_SetString(PyExc_SystemError, "ragged: too many buffers");
+        return -1;
+    }
+    if (!PyObject_CheckBuffer(obj)) {
+        PyErr_Format(PyExc_TypeError, "ragged: %s must be an array (buffer protocol), not %.100s",
+                     what, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    Py_buffer *v = &a->views[a->n];
+    if (PyObject_GetBuffer(obj, v, PyBUF_STRIDES | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    a->n++;
+    dk_dtype dt = rg_dtype(v);
+    if (dt == DK_DTYPE_INVALID) {
+        dkpy_invalid(st, "ragged: %s has unsupported element format '%s'", what,
+                     v->format ? v->format : "B");
+        return -1;
+    }
+    if (v->ndim > DK_MAX_DIMS) {
+        dkpy_invalid(st, "ragged: %s has %d dims, at most %d", what, v->ndim, DK_MAX_DIMS);
+        return -1;
+    }
+    memset(t, 0, sizeof *t);
+    t->data = v->buf;
+    t->dtype = dt;
+    t->ndim = v->ndim;
+    for (int i = 0; i < v->ndim; i++) {
+        t->shape[i] = (int64_t)v->shape[i];
+        Py_ssize_t bs = v->strides ? v->strides[i] : 0;
+        if (bs % v->itemsize) {
+            dkpy_invalid(st, "ragged: %s has a stride of %zd bytes, not a multiple of %zd", what,
+                         bs, v->itemsize);
+            return -1;
+        }
+        t->strides[i] = (int64_t)(bs / v->itemsize);
+    }
+    if (!v->strides) {   /* C-contiguous */
+        int64_t s = 1;
+        for (int i = v->ndim - 1; i >= 0; i--) {
+            t->strides[i] = s;
+            s *= t->shape[i];
+        }
+    }
+    return 0;
+}
+
+static int rg_opt_tensor(dkpy_state *st, rg_args *a, PyObject *obj, const char *what, int writable,
+                         dk_tensor *t, dk_tensor **out)
+{
+    *out = NULL;
+    if (obj == Py_None) return 0;
+    if (rg_tensor(st, a, obj, what, writable, t) < 0) return -1;
+    *out = t;
+    return 0;
+}
+
+/* A C-contiguous 1-D buffer of n (>= 0; -1 = any) elements of dtype dt. */
+static int rg_flat(dkpy_state *st, rg_args *a, PyObject *obj, const char *what, int writable,
+                   dk_dtype dt, Py_ssize_t n, void **out)
+{
+    dk_tensor t;
+    if (rg_tensor(st, a, obj, what, writable, &t) < 0) return -1;
+    Py_buffer *v = &a->views[a->n - 1];
+    if (t.dtype != dt || t.ndim != 1 || !PyBuffer_IsContiguous(v, 'C') ||
+        (n >= 0 && t.shape[0] != n)) {
+        dkpy_invalid(st, "ragged: %s must be a contiguous 1-D %s array%s", what, dk_dtype_name(dt),
+                     n >= 0 ? " of the right length" : "");
+        return -1;
+    }
+    *out = v->buf;
+    return 0;
+}
+
+static int rg_ragged(dkpy_state *st, rg_args *a, PyObject *obj, const char *what, int writable,
+                     int wsizes, dk_ragged *r)
+{
+    PyObject *data, *sizes;
+    int nb, dim;
+    if (!PyTuple_Check(obj) || !PyArg_ParseTuple(obj, "OOii", &data, &sizes, &nb, &dim)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "ragged: %s must be a (data, sizes, batch_dims, dim) tuple",
+                     what);
+        return -1;
+    }
+    memset(r, 0, sizeof *r);
+    if (rg_tensor(st, a, data, what, writable, &r->data) < 0) return -1;
+    if (sizes != Py_None) {
+        void *p;
+        if (rg_flat(st, a, sizes, what, wsizes, DK_I64, -1, &p) < 0) return -1;
+        int64_t ns = 1;
+        for (int i = 0; i < nb && i < r->data.ndim; i++) ns *= r->data.shape[i];
+        if (rg_last_len(a) / 8 < ns) {
+            dkpy_invalid(st, "ragged: %s: %zd sizes for %lld samples", what, rg_last_len(a) / 8,
+                         (long long)ns);
+            return -1;
+        }
+        r->sizes = p;
+    }
+    r->batch_dims = nb;
+    r->dim = dim;
+    return 0;
+}
+
+static int rg_opt_ragged(dkpy_state *st, rg_args *a, PyObject *obj, const char *what,
+                         int writable, int wsizes, dk_ragged *r, dk_ragged **out)
+{
+    *out = NULL;
+    if (obj == Py_None) return 0;
+    if (rg_ragged(st, a, obj, what, writable, wsizes, r) < 0) return -1;
+    *out = r;
+    return 0;
+}
+
+/* A list of arrays as an array of dk_tensor views (a->list). */
+static int rg_list(dkpy_state *st, rg_args *a, PyObject *obj, const char *what, Py_ssize_t *n)
+{
+    PyObject *seq = PySequence_Fast(obj, "ragged: expected a list of arrays");
+    if (!seq) return -1;
+    Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
+    a->list = PyMem_Calloc((size_t)(len ? len : 1), sizeof(dk_tensor));
+    a->lviews = PyMem_Calloc((size_t)(len ? len : 1), sizeof(Py_buffer));
+    if (!a->list || !a->lviews) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < len; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        Py_buffer *v = &a->lviews[i];
+        if (PyObject_GetBuffer(item, v, PyBUF_STRIDES | PyBUF_FORMAT) < 0) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        a->nl++;
+        dk_tensor *t = &a->list[i];
+        dk_dtype dt = rg_dtype(v);
+        if (dt == DK_DTYPE_INVALID || v->ndim > DK_MAX_DIMS) {
+            Py_DECREF(seq);
+            dkpy_invalid(st, "ragged: %s[%zd] has an unsupported dtype or too many dims", what, i);
+            return -1;
+        }
+        t->data = v->buf;
+        t->dtype = dt;
+        t->ndim = v->ndim;
+        int64_t s = 1;
+        for (int d = v->ndim - 1; d >= 0; d--) {
+            t->shape[d] = (int64_t)v->shape[d];
+            t->strides[d] = v->strides ? (int64_t)(v->strides[d] / v->itemsize) : s;
+            s *= t->shape[d];
+        }
+    }
+    Py_DECREF(seq);
+    *n = len;
+    return 0;
+}
+
+#define RG_RUN(st, A, threads, call)                                                      \
+    do {                                                                                  \
+        dkpy_pool_arg pa_;                                                                \
+        if (pool_arg((st), (threads), &pa_) < 0) {                                        \
+            rg_release(&(A));                                                             \
+            return NULL;                                                                  \
+        }                                                                                 \
+        dk_pool *pool = pa_.pool;                                                         \
+        int rc_;                                                                          \
+        dkpy_msg msg_ = {{0}};                                                            \
+        Py_BEGIN_ALLOW_THREADS                                                            \
+        rc_ = (call);                                                                     \
+        if (rc_ != DK_OK) msg_grab(&msg_);                                                \
+        pool_arg_done(&pa_);                                                              \
+        Py_END_ALLOW_THREADS                                                              \
+        (void)pool;                                                                       \
+        rg_release(&(A));                                                                 \
+        if (rc_ != DK_OK) return dkpy_raise((st), rc_, &msg_);                            \
+    } while (0)
+
+#define RG_FAIL(A)          \
+    do {                    \
+        rg_release(&(A));   \
+        return NULL;        \
+    } while (0)
+
+static PyObject *py_ragged_index_map(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *o[4], *threads = Py_None;
+    int mode;
+    if (!PyArg_ParseTuple(args, "OOOOi|O:ragged_index_map", &o[0], &o[1], &o[2], &o[3], &mode,
+                          &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    dk_ragged src, si, dst, di, *psi, *pdi;
+    if (rg_ragged(st, &A, o[0], "src", 0, 0, &src) < 0 ||
+        rg_opt_ragged(st, &A, o[1], "src_idx", 0, 0, &si, &psi) < 0 ||
+        rg_ragged(st, &A, o[2], "dst", 1, 0, &dst) < 0 ||
+        rg_opt_ragged(st, &A, o[3], "dst_idx", 0, 0, &di, &pdi) < 0)
+        RG_FAIL(A);
+    RG_RUN(st, A, threads, dk_ragged_index_map(pool, &src, psi, &dst, pdi, (dk_ragged_mode)mode));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_ragged_index_access(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *in, *idx, *out, *threads = Py_None;
+    double filler;
+    if (!PyArg_ParseTuple(args, "OOdO|O:ragged_index_access", &in, &idx, &filler, &out, &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    dk_ragged rin, ridx, rout;
+    if (rg_ragged(st, &A, in, "input", 0, 0, &rin) < 0 ||
+        rg_ragged(st, &A, idx, "indices", 0, 0, &ridx) < 0 ||
+        rg_ragged(st, &A, out, "out", 1, 1, &rout) < 0)
+        RG_FAIL(A);
+    RG_RUN(st, A, threads, dk_ragged_index_access(pool, &rin, &ridx, filler, &rout));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_ragged_index_access_backward(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *go, *idx, *gi, *threads = Py_None;
+    if (!PyArg_ParseTuple(args, "OOO|O:ragged_index_access_backward", &go, &idx, &gi, &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    dk_ragged rgo, ridx, rgi;
+    if (rg_ragged(st, &A, go, "grad_out", 0, 0, &rgo) < 0 ||
+        rg_ragged(st, &A, idx, "indices", 0, 0, &ridx) < 0 ||
+        rg_ragged(st, &A, gi, "grad_in", 1, 0, &rgi) < 0)
+        RG_FAIL(A);
+    RG_RUN(st, A, threads, dk_ragged_index_access_backward(pool, &rgo, &ridx, &rgi));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_ragged_index_write(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *src, *idx, *dst, *threads = Py_None;
+    if (!PyArg_ParseTuple(args, "OOO|O:ragged_index_write", &src, &idx, &dst, &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    dk_ragged rs, ri, rd;
+    if (rg_ragged(st, &A, src, "to_write", 0, 0, &rs) < 0 ||
+        rg_ragged(st, &A, idx, "indices", 0, 0, &ri) < 0 ||
+        rg_ragged(st, &A, dst, "to_write_into", 1, 0, &rd) < 0)
+        RG_FAIL(A);
+    RG_RUN(st, A, threads, dk_ragged_index_write(pool, &rs, &ri, &rd));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_ragged_index_fill(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *dst, *idx, *threads = Py_None;
+    double value;
+    if (!PyArg_ParseTuple(args, "OOd|O:ragged_index_fill", &dst, &idx, &value, &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    dk_ragged rd, ri;
+    if (rg_ragged(st, &A, dst, "dst", 1, 0, &rd) < 0 ||
+        rg_ragged(st, &A, idx, "indices", 0, 0, &ri) < 0)
+        RG_FAIL(A);
+    RG_RUN(st, A, threads, dk_ragged_index_fill(pool, &rd, &ri, value));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_ragged_mask_from_indices(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *idx, *mask, *threads = Py_None;
+    if (!PyArg_ParseTuple(args, "OO|O:ragged_mask_from_indices", &idx, &mask, &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    dk_ragged ri;
+    dk_tensor tm;
+    if (rg_ragged(st, &A, idx, "indices", 0, 0, &ri) < 0 ||
+        rg_tensor(st, &A, mask, "mask", 1, &tm) < 0)
+        RG_FAIL(A);
+    RG_RUN(st, A, threads, dk_ragged_mask_from_indices(pool, &ri, &tm));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_ragged_count_mask(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *mask, *counts, *threads = Py_None;
+    int nb, prefix;
+    if (!PyArg_ParseTuple(args, "OiOp|O:ragged_count_mask", &mask, &nb, &counts, &prefix, &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    dk_tensor tm;
+    void *c;
+    if (rg_tensor(st, &A, mask, "mask", 0, &tm) < 0 ||
+        rg_flat(st, &A, counts, "counts", 1, DK_I64, -1, &c) < 0)
+        RG_FAIL(A);
+    if (prefix)
+        RG_RUN(st, A, threads, dk_ragged_sizes_from_mask(pool, &tm, nb, (int64_t *)c));
+    else
+        RG_RUN(st, A, threads, dk_ragged_count_mask(pool, &tm, nb, (int64_t *)c));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_ragged_indices_from_mask(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *mask, *out, *threads = Py_None;
+    int nb;
+    if (!PyArg_ParseTuple(args, "OiO|O:ragged_indices_from_mask", &mask, &nb, &out, &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    dk_tensor tm;
+    dk_ragged ro;
+    if (rg_tensor(st, &A, mask, "mask", 0, &tm) < 0 ||
+        rg_ragged(st, &A, out, "out", 1, 1, &ro) < 0)
+        RG_FAIL(A);
+    RG_RUN(st, A, threads, dk_ragged_indices_from_mask(pool, &tm, nb, &ro));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_ragged_bool_select(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *in, *mask, *out, *threads = Py_None;
+    double filler;
+    if (!PyArg_ParseTuple(args, "OOdO|O:ragged_bool_select", &in, &mask, &filler, &out, &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    dk_ragged ri, ro;
+    dk_tensor tm;
+    if (rg_ragged(st, &A, in, "input_data", 0, 0, &ri) < 0 ||
+        rg_tensor(st, &A, mask, "mask", 0, &tm) < 0 ||
+        rg_ragged(st, &A, out, "out", 1, 1, &ro) < 0)
+        RG_FAIL(A);
+    RG_RUN(st, A, threads, dk_ragged_bool_select(pool, &ri, &tm, filler, &ro));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_ragged_bool_write(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *src, *mask, *dst, *threads = Py_None;
+    if (!PyArg_ParseTuple(args, "OOO|O:ragged_bool_write", &src, &mask, &dst, &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    dk_ragged rs, rd;
+    dk_tensor tm;
+    if (rg_ragged(st, &A, src, "to_write", 0, 0, &rs) < 0 ||
+        rg_tensor(st, &A, mask, "mask", 0, &tm) < 0 ||
+        rg_ragged(st, &A, dst, "to_write_into", 1, 0, &rd) < 0)
+        RG_FAIL(A);
+    RG_RUN(st, A, threads, dk_ragged_bool_write(pool, &rs, &tm, &rd));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_ragged_apply_mask(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *in, *mask, *out, *threads = Py_None;
+    int invert;
+    double value;
+    if (!PyArg_ParseTuple(args, "OOpdO|O:ragged_apply_mask", &in, &mask, &invert, &value, &out,
+                          &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    dk_ragged ri;
+    dk_tensor tm, to;
+    if (rg_ragged(st, &A, in, "data", 0, 0, &ri) < 0 ||
+        rg_tensor(st, &A, mask, "mask", 0, &tm) < 0 ||
+        rg_tensor(st, &A, out, "out", 1, &to) < 0)
+        RG_FAIL(A);
+    RG_RUN(st, A, threads, dk_ragged_apply_mask(pool, &ri, &tm, invert, value, &to));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_ragged_set_padded(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *r, *threads = Py_None;
+    double value;
+    if (!PyArg_ParseTuple(args, "Od|O:ragged_set_padded", &r, &value, &threads)) return NULL;
+    rg_args A = {.n = 0};
+    dk_ragged rr;
+    if (rg_ragged(st, &A, r, "data", 1, 0, &rr) < 0) RG_FAIL(A);
+    RG_RUN(st, A, threads, dk_ragged_set_padded(pool, &rr, value));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_ragged_sum(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *in, *out, *threads = Py_None;
+    int average, nans_to_zero, backward;
+    if (!PyArg_ParseTuple(args, "OppOp|O:ragged_sum", &in, &average, &nans_to_zero, &out,
+                          &backward, &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    dk_ragged ri;
+    dk_tensor to;
+    if (rg_ragged(st, &A, in, backward ? "grad_in" : "data", backward, 0, &ri) < 0 ||
+        rg_tensor(st, &A, out, backward ? "grad_out" : "out", !backward, &to) < 0)
+        RG_FAIL(A);
+    if (backward)
+        RG_RUN(st, A, threads, dk_ragged_sum_backward(pool, &to, average, &ri));
+    else
+        RG_RUN(st, A, threads, dk_ragged_sum(pool, &ri, average, nans_to_zero, &to));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_ragged_packed(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *r, *values, *offsets, *threads = Py_None;
+    int to_packed;
+    double filler;
+    if (!PyArg_ParseTuple(args, "pOOOd|O:ragged_packed", &to_packed, &r, &values, &offsets,
+                          &filler, &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    dk_ragged rr;
+    dk_ragged_packed pk = {.offsets = NULL, .n_samples = 0};
+    void *off = NULL;
+    if (rg_ragged(st, &A, r, "ragged", !to_packed, !to_packed, &rr) < 0 ||
+        rg_tensor(st, &A, values, "values", to_packed, &pk.values) < 0 ||
+        (offsets != Py_None && rg_flat(st, &A, offsets, "offsets", to_packed, DK_I64, -1, &off) < 0))
+        RG_FAIL(A);
+    pk.offsets = (int64_t *)off;
+    if (off) pk.n_samples = rg_last_len(&A) / 8 - 1;
+    if (!to_packed && !off) {
+        dkpy_invalid(st, "ragged_packed: offsets are required");
+        RG_FAIL(A);
+    }
+    if (to_packed)
+        RG_RUN(st, A, threads, dk_ragged_to_packed(pool, &rr, &pk));
+    else
+        RG_RUN(st, A, threads, dk_ragged_from_packed(pool, &pk, filler, &rr));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_ragged_combine(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *parts, *out, *threads = Py_None;
+    int dim;
+    double filler;
+    if (!PyArg_ParseTuple(args, "OidO|O:ragged_combine", &parts, &dim, &filler, &out, &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    Py_ssize_t n = 0;
+    dk_ragged ro;
+    if (rg_list(st, &A, parts, "data_list", &n) < 0 || rg_ragged(st, &A, out, "out", 1, 1, &ro) < 0)
+        RG_FAIL(A);
+    dk_tensor *list = A.list;
+    RG_RUN(st, A, threads, dk_ragged_combine(pool, (int64_t)n, list, dim, filler, &ro));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_ragged_assign(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *costs, *ri, *ci, *tot, *threads = Py_None;
+    if (!PyArg_ParseTuple(args, "OOOO|O:ragged_assign", &costs, &ri, &ci, &tot, &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    Py_ssize_t n = 0;
+    void *r, *c, *t;
+    if (rg_list(st, &A, costs, "costs", &n) < 0 ||
+        rg_flat(st, &A, ri, "row_ind", 1, DK_I64, -1, &r) < 0 ||
+        rg_flat(st, &A, ci, "col_ind", 1, DK_I64, -1, &c) < 0 ||
+        rg_flat(st, &A, tot, "total", 1, DK_F64, n, &t) < 0)
+        RG_FAIL(A);
+    dk_tensor *list = A.list;
+    RG_RUN(st, A, threads,
+           dk_ragged_assign(pool, (int64_t)n, list, (int64_t *)r, (int64_t *)c, (double *)t));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_ragged_assign_padded(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *costs, *rows, *cols, *ri, *ci, *np_, *tot, *threads = Py_None;
+    if (!PyArg_ParseTuple(args, "OOOOOOO|O:ragged_assign_padded", &costs, &rows, &cols, &ri, &ci,
+                          &np_, &tot, &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    dk_tensor tc;
+    void *rs = NULL, *cs = NULL, *r, *c, *p, *t;
+    if (rg_tensor(st, &A, costs, "costs", 0, &tc) < 0 ||
+        (rows != Py_None && rg_flat(st, &A, rows, "rows", 0, DK_I64, -1, &rs) < 0) ||
+        (cols != Py_None && rg_flat(st, &A, cols, "cols", 0, DK_I64, -1, &cs) < 0) ||
+        rg_flat(st, &A, ri, "row_ind", 1, DK_I64, -1, &r) < 0 ||
+        rg_flat(st, &A, ci, "col_ind", 1, DK_I64, -1, &c) < 0 ||
+        rg_flat(st, &A, np_, "n_pairs", 1, DK_I64, -1, &p) < 0 ||
+        rg_flat(st, &A, tot, "total", 1, DK_F64, -1, &t) < 0)
+        RG_FAIL(A);
+    RG_RUN(st, A, threads,
+           dk_ragged_assign_padded(pool, &tc, (const int64_t *)rs, (const int64_t *)cs,
+                                   (int64_t *)r, (int64_t *)c, (int64_t *)p, (double *)t));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_ragged_focal_loss(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *x, *lab, *loss, *grad, *threads = Py_None;
+    double alpha, gamma, sum = 0;
+    if (!PyArg_ParseTuple(args, "OOddOO|O:ragged_focal_loss", &x, &lab, &alpha, &gamma, &loss,
+                          &grad, &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    dk_tensor tx, tl, tlo, tg, *plo, *pg;
+    if (rg_tensor(st, &A, x, "logits", 0, &tx) < 0 || rg_tensor(st, &A, lab, "labels", 0, &tl) < 0 ||
+        rg_opt_tensor(st, &A, loss, "loss", 1, &tlo, &plo) < 0 ||
+        rg_opt_tensor(st, &A, grad, "grad", 1, &tg, &pg) < 0)
+        RG_FAIL(A);
+    RG_RUN(st, A, threads, dk_ragged_focal_loss(pool, &tx, &tl, alpha, gamma, plo, pg, &sum));
+    return PyFloat_FromDouble(sum);
+}
+
+static PyObject *py_ragged_focal_cost(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *x, *lab, *cost, *grad, *threads = Py_None;
+    double alpha, gamma;
+    if (!PyArg_ParseTuple(args, "OOddOO|O:ragged_focal_cost", &x, &lab, &alpha, &gamma, &cost,
+                          &grad, &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    dk_tensor tx, tg;
+    dk_ragged rl, rc;
+    int backward = grad != Py_None;
+    if (rg_tensor(st, &A, x, "logits", 0, &tx) < 0 ||
+        rg_ragged(st, &A, lab, "labels", 0, 0, &rl) < 0 ||
+        rg_ragged(st, &A, cost, backward ? "grad_cost" : "cost", !backward, !backward, &rc) < 0 ||
+        (backward && rg_tensor(st, &A, grad, "grad_logits", 1, &tg) < 0))
+        RG_FAIL(A);
+    if (backward)
+        RG_RUN(st, A, threads, dk_ragged_focal_cost_backward(pool, &tx, &rl, alpha, gamma, &rc, &tg));
+    else
+        RG_RUN(st, A, threads, dk_ragged_focal_cost(pool, &tx, &rl, alpha, gamma, &rc));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_ragged_l1_loss(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *pred, *tgt, *cw, *loss, *grad, *threads = Py_None;
+    double beta, sum = 0;
+    if (!PyArg_ParseTuple(args, "OOOdOO|O:ragged_l1_loss", &pred, &tgt, &cw, &beta, &loss, &grad,
+                          &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    dk_ragged rp;
+    dk_tensor tt, tlo, tg, *plo, *pg;
+    void *w = NULL;
+    if (rg_ragged(st, &A, pred, "pred", 0, 0, &rp) < 0 ||
+        rg_tensor(st, &A, tgt, "target", 0, &tt) < 0 ||
+        (cw != Py_None &&
+         rg_flat(st, &A, cw, "code_weights", 0, DK_F64,
+                 rp.data.ndim ? (Py_ssize_t)rp.data.shape[rp.data.ndim - 1] : 0, &w) < 0) ||
+        rg_opt_tensor(st, &A, loss, "loss", 1, &tlo, &plo) < 0 ||
+        rg_opt_tensor(st, &A, grad, "grad", 1, &tg, &pg) < 0)
+        RG_FAIL(A);
+    RG_RUN(st, A, threads, dk_ragged_l1_loss(pool, &rp, &tt, (const double *)w, beta, plo, pg, &sum));
+    return PyFloat_FromDouble(sum);
+}
+
+static PyObject *py_ragged_giou(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *a, *b, *out, *ga, *gb, *threads = Py_None;
+    int aligned, backward;
+    if (!PyArg_ParseTuple(args, "OOpOpOO|O:ragged_giou", &a, &b, &aligned, &out, &backward, &ga,
+                          &gb, &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    dk_ragged ra, rb;
+    dk_tensor to, tga, tgb, *pga, *pgb;
+    if (rg_ragged(st, &A, a, "boxes1", 0, 0, &ra) < 0 || rg_ragged(st, &A, b, "boxes2", 0, 0, &rb) < 0 ||
+        rg_tensor(st, &A, out, backward ? "grad_out" : "out", !backward, &to) < 0 ||
+        rg_opt_tensor(st, &A, ga, "grad_boxes1", 1, &tga, &pga) < 0 ||
+        rg_opt_tensor(st, &A, gb, "grad_boxes2", 1, &tgb, &pgb) < 0)
+        RG_FAIL(A);
+    if (backward)
+        RG_RUN(st, A, threads, dk_ragged_giou_backward(pool, &ra, &rb, aligned, &to, pga, pgb));
+    else
+        RG_RUN(st, A, threads, dk_ragged_giou(pool, &ra, &rb, aligned, &to));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_ragged_box_l1_cost(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *pred, *gt, *cw, *cost, *gp, *gg, *threads = Py_None;
+    int ncodes, backward;
+    if (!PyArg_ParseTuple(args, "OOOiOpOO|O:ragged_box_l1_cost", &pred, &gt, &cw, &ncodes, &cost,
+                          &backward, &gp, &gg, &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    dk_tensor tp, tgp, tgg, *pgp, *pgg;
+    dk_ragged rg_, rc;
+    void *w = NULL;
+    if (rg_tensor(st, &A, pred, "pred", 0, &tp) < 0 || rg_ragged(st, &A, gt, "gt", 0, 0, &rg_) < 0 ||
+        (cw != Py_None &&
+         rg_flat(st, &A, cw, "code_weights", 0, DK_F64,
+                 tp.ndim ? (Py_ssize_t)tp.shape[tp.ndim - 1] : 0, &w) < 0) ||
+        rg_ragged(st, &A, cost, backward ? "grad_cost" : "cost", !backward, !backward, &rc) < 0 ||
+        rg_opt_tensor(st, &A, gp, "grad_pred", 1, &tgp, &pgp) < 0 ||
+        rg_opt_tensor(st, &A, gg, "grad_gt", 1, &tgg, &pgg) < 0)
+        RG_FAIL(A);
+    if (backward)
+        RG_RUN(st, A, threads,
+               dk_ragged_box_l1_cost_backward(pool, &tp, &rg_, (const double *)w, ncodes, &rc, pgp, pgg));
+    else
+        RG_RUN(st, A, threads, dk_ragged_box_l1_cost(pool, &tp, &rg_, (const double *)w, ncodes, &rc));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_ragged_detr3d_loss(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *x, *bp, *lab, *gt, *cw, *gx, *gb, *match, *layers, *threads = Py_None;
+    dk_detr3d_config cfg;
+    dk_ragged_detr3d_config_init(&cfg);
+    if (!PyArg_ParseTuple(args, "OOOOddddOiOOOO|O:ragged_detr3d_loss", &x, &bp, &lab, &gt,
+                          &cfg.cls_weight, &cfg.reg_weight, &cfg.alpha, &cfg.gamma, &cw,
+                          &cfg.match_codes, &gx, &gb, &match, &layers, &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    dk_tensor tx, tb, tgx, tgb, *pgx, *pgb;
+    dk_ragged rl, rgt;
+    void *w = NULL, *mt = NULL, *ll = NULL;
+    if (rg_tensor(st, &A, x, "cls_logits", 0, &tx) < 0 ||
+        rg_tensor(st, &A, bp, "box_preds", 0, &tb) < 0 ||
+        rg_ragged(st, &A, lab, "gt_labels", 0, 0, &rl) < 0 ||
+        rg_ragged(st, &A, gt, "gt_boxes", 0, 0, &rgt) < 0 ||
+        (cw != Py_None &&
+         rg_flat(st, &A, cw, "code_weights", 0, DK_F64,
+                 tb.ndim ? (Py_ssize_t)tb.shape[tb.ndim - 1] : 0, &w) < 0) ||
+        rg_opt_tensor(st, &A, gx, "grad_cls", 1, &tgx, &pgx) < 0 ||
+        rg_opt_tensor(st, &A, gb, "grad_box", 1, &tgb, &pgb) < 0)
+        RG_FAIL(A);
+    int64_t lbq = tx.ndim == 4 ? tx.shape[0] * tx.shape[1] * tx.shape[2] : 0;
+    if (match != Py_None) {
+        if (rg_flat(st, &A, match, "match", 1, DK_I64, -1, &mt) < 0) RG_FAIL(A);
+        if (rg_last_len(&A) / 8 < lbq) {
+            dkpy_invalid(st, "ragged_detr3d_loss: match must hold L * B * Q entries");
+            RG_FAIL(A);
+        }
+    }
+    if (layers != Py_None) {
+        if (rg_flat(st, &A, layers, "layer_losses", 1, DK_F64, -1, &ll) < 0) RG_FAIL(A);
+        if (tx.ndim == 4 && rg_last_len(&A) / 8 < 2 * tx.shape[0]) {
+            dkpy_invalid(st, "ragged_detr3d_loss: layer_losses must hold 2 L entries");
+            RG_FAIL(A);
+        }
+    }
+    cfg.code_weights = (const double *)w;
+    double lc = 0, lb = 0;
+    RG_RUN(st, A, threads,
+           dk_ragged_detr3d_loss(pool, &cfg, &tx, &tb, &rl, &rgt, &lc, &lb, (double *)ll, pgx, pgb,
+                                 (int64_t *)mt));
+    return Py_BuildValue("(dd)", lc, lb);
+}
+
+static PyObject *py_ragged_draw_gaussians(PyObject *m, PyObject *args)
+{
+    dkpy_state *st = state_of_module(m);
+    PyObject *hm, *ctr, *rad, *lab, *threads = Py_None;
+    double factor, k;
+    if (!PyArg_ParseTuple(args, "OOOOdd|O:ragged_draw_gaussians", &hm, &ctr, &rad, &lab, &factor,
+                          &k, &threads))
+        return NULL;
+    rg_args A = {.n = 0};
+    dk_tensor th;
+    dk_ragged rc, rr, rl, *prl;
+    if (rg_tensor(st, &A, hm, "heatmaps", 1, &th) < 0 || rg_ragged(st, &A, ctr, "centers", 0, 0, &rc) < 0 ||
+        rg_ragged(st, &A, rad, "radii", 0, 0, &rr) < 0 ||
+        rg_opt_ragged(st, &A, lab, "labels", 0, 0, &rl, &prl) < 0)
+        RG_FAIL(A);
+    RG_RUN(st, A, threads, dk_ragged_draw_gaussians(pool, &th, &rc, &rr, prl, factor, k));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_ragged_gaussian_radius(PyObject *m, PyObject *args)
+{
+    (void)m;
+    double h, w, o;
+    if (!PyArg_ParseTuple(args, "ddd:ragged_gaussian_radius", &h, &w, &o)) return NULL;
+    return PyFloat_FromDouble(dk_ragged_gaussian_radius(h, w, o));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Video                                                                     */
+/*
+ * drivekit._drivekit.Video wraps one dk_video; drivekit/video.py builds the
+ * public Decoder and MultiDecoder on it. A dk_video serves several threads at
+ * once, so decoding runs without the GIL and concurrent calls on one object
+ * are fine. `busy` counts calls in flight (changed only with the GIL held) so
+ * that close() never frees a handle another thread is decoding with; calls
+ * keep the object itself alive through their own reference.
+ */
+
+typedef struct {
+    PyObject_HEAD
+    dk_video *v;
+    dk_video_output output;
+    int out_w, out_h;            /* output picture size (RGB24 and NV12) */
+    int busy;
+} dkpy_Video;
+
+/* Indexed by dk_video_output. */
+static const char *const dkpy_video_outputs[] = {"rgb", "yuv", "nv12"};
+
+/* The handle of an open Video; NULL with InvalidArgumentError once closed. */
+static dk_video *video_handle(dkpy_state *st, PyObject *obj)
+{
+    dkpy_Video *self = (dkpy_Video *)obj;
+    if (!self->v) {
+        dkpy_invalid(st, "the video is closed");
+        return NULL;
+    }
+    return self->v;
+}
+
+/* Shape of one output frame: (H, W, 3) for RGB, (H*3/2, W) for NV12 of even
+ * size, (bytes,) otherwise (planar YUV, odd-sized NV12). Returns the rank. */
+static int video_frame_shape(const dkpy_Video *self, int64_t shape[3])
+{
+    int64_t fb = (int64_t)dk_video_frame_bytes(self->v);
+    int64_t w = self->out_w, h = self->out_h;
+    if (self->output == DK_VIDEO_RGB24 && w * h * 3 == fb) {
+        shape[0] = h;
+        shape[1] = w;
+        shape[2] = 3;
+        return 3;
+    }
+    if (self->output == DK_VIDEO_NV12 && w % 2 == 0 && h % 2 == 0 && w * h * 3 / 2 == fb) {
+        shape[0] = h * 3 / 2;
+        shape[1] = w;
+        return 2;
+    }
+    shape[0] = fb;
+    return 1;
+}
+
+/* Gives a C-contiguous tensor of frames its frame shape, after `lead` (0 or 1)
+ * leading dimensions. */
+static void video_shape_tensor(const dkpy_Video *self, dk_tensor *t, int lead)
+{
+    int64_t fs[3];
+    int nd = video_frame_shape(self, fs);
+    t->ndim = lead + nd;
+    for (int i = 0; i < nd; i++) t->shape[lead + i] = fs[i];
+    for (int i = t->ndim; i < DK_MAX_DIMS; i++) t->shape[i] = t->strides[i] = 0;
+    int64_t s = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        t->strides[i] = s;
+        s *= t->shape[i];
+    }
+}
+
+/* Integers from a buffer (numpy integer array) of rank `ndim` whose last
+ * extent is `cols` (ndim 2), or from a sequence (of `cols`-sequences when
+ * ndim is 2). Bools and floats are refused. *out: PyMem, rows * cols values. */
+static int video_ints_arg(PyObject *obj, const char *what, int ndim, int cols, int64_t **out,
+                          Py_ssize_t *rows)
+{
+    *out = NULL;
+    *rows = 0;
+    if (PyObject_CheckBuffer(obj) && !PyBytes_Check(obj) && !PyByteArray_Check(obj)) {
+        Py_buffer v;
+        if (PyObject_GetBuffer(obj, &v, PyBUF_RECORDS_RO) < 0) return -1;
+        const char *f = v.format ? v.format : "B";
+        if (*f == '@' || *f == '=' || *f == '<') f++;
+        int is_signed = strchr("bhilq", *f) != NULL && *f != '\0';
+        int is_unsigned = strchr("BHILQ", *f) != NULL && *f != '\0';
+        if ((!is_signed && !is_unsigned) || f[1] != '\0' ||
+            (v.itemsize != 1 && v.itemsize != 2 && v.itemsize != 4 && v.itemsize != 8)) {
+            PyErr_Format(PyExc_TypeError, "%s must hold integers, got buffer format '%s'", what,
+                         v.format ? v.format : "B");
+            PyBuffer_Release(&v);
+            return -1;
+        }
+        if (v.ndim != ndim || (ndim == 2 && v.shape[1] != cols)) {
+            PyErr_Format(PyExc_ValueError, "%s must have shape %s, got %d dimension(s)", what,
+                         ndim == 1 ? "(N,)" : "(N, 2)", v.ndim);
+            PyBuffer_Release(&v);
+            return -1;
+        }
+        Py_ssize_t n = v.shape[0], m = ndim == 2 ? cols : 1;
+        int64_t *a = PyMem_Malloc((size_t)(n * m > 0 ? n * m : 1) * sizeof *a);
+        if (!a) {
+            PyBuffer_Release(&v);
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            for (Py_ssize_t j = 0; j < m; j++) {
+                const char *p = (const char *)v.buf + i * (v.strides ? v.strides[0] : m * v.itemsize) +
+                                j * (ndim == 2 ? (v.strides ? v.strides[1] : v.itemsize) : 0);
+                int64_t x;
+                if (is_signed) {
+                    switch (v.itemsize) {
+                    case 1: x = *(const int8_t *)p; break;
+                    case 2: { int16_t y; memcpy(&y, p, 2); x = y; break; }
+                    case 4: { int32_t y; memcpy(&y, p, 4); x = y; break; }
+                    default: memcpy(&x, p, 8); break;
+                    }
+                } else {
+                    uint64_t y = 0;
+                    switch (v.itemsize) {
+                    case 1: y = *(const uint8_t *)p; break;
+                    case 2: { uint16_t z; memcpy(&z, p, 2); y = z; break; }
+                    case 4: { uint32_t z; memcpy(&z, p, 4); y = z; break; }
+                    default: memcpy(&y, p, 8); break;
+                    }
+                    if (y > (uint64_t)INT64_MAX) {
+                        PyMem_Free(a);
+                        PyBuffer_Release(&v);
+                        PyErr_Format(PyExc_OverflowError, "%s: value does not fit in int64", what);
+                        return -1;
+                    }
+                    x = (int64_t)y;
+                }
+                a[i * m + j] = x;
+            }
+        }
+        PyBuffer_Release(&v);
+        *out = a;
+        *rows = n;
+        return 0;
+    }
+    if (PyLong_Check(obj) || PyUnicode_Check(obj) || PyBytes_Check(obj) || PyByteArray_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a sequence of %s, not %.100s", what,
+                     ndim == 1 ? "ints" : "(video, frame) pairs", Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    PyObject *seq = PySequence_Fast(obj, "");
+    if (!seq) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s must be a sequence of %s, not %.100s", what,
+                     ndim == 1 ? "ints" : "(video, frame) pairs", Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), m = ndim == 2 ? cols : 1;
+    int64_t *a = PyMem_Malloc((size_t)(n * m > 0 ? n * m : 1) * sizeof *a);
+    if (!a) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *row = NULL;
+        if (ndim == 2) {
+            row = PySequence_Check(item) && !PyUnicode_Check(item) ? PySequence_Fast(item, "") : NULL;
+            if (!row || PySequence_Fast_GET_SIZE(row) != cols) {
+                Py_XDECREF(row);
+                PyErr_Clear();
+                PyErr_Format(PyExc_TypeError, "%s[%zd] must be a (video, frame) pair, not %.100s",
+                             what, i, Py_TYPE(item)->tp_name);
+                goto fail;
+            }
+        }
+        for (Py_ssize_t j = 0; j < m; j++) {
+            PyObject *x = row ? PySequence_Fast_GET_ITEM(row, j) : item;
+            PyObject *ix = PyBool_Check(x) ? NULL : PyNumber_Index(x);
+            if (!ix) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_TypeError, "%s[%zd] must be an int, not %.100s", what, i,
+                             Py_TYPE(x)->tp_name);
+                Py_XDECREF(row);
+                goto fail;
+            }
+            int overflow = 0;
+            long long val = PyLong_AsLongLongAndOverflow(ix, &overflow);
+            Py_DECREF(ix);
+            if (overflow || (val == -1 && PyErr_Occurred())) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_OverflowError, "%s[%zd] does not fit in int64", what, i);
+                Py_XDECREF(row);
+                goto fail;
+            }
+            a[i * m + j] = (int64_t)val;
+        }
+        Py_XDECREF(row);
+    }
+    Py_DECREF(seq);
+    *out = a;
+    *rows = n;
+    return 0;
+fail:
+    Py_DECREF(seq);
+    PyMem_Free(a);
+    return -1;
+}
+
+static PyObject *status_list(const int *status, Py_ssize_t n)
+{
+    PyObject *l = PyList_New(n);
+    if (!l) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *x = PyLong_FromLong(status[i]);
+        if (!x) {
+            Py_DECREF(l);
+            return NULL;
+        }
+        PyList_SET_ITEM(l, i, x);
+    }
+    return l;
+}
+
+static PyObject *video_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"path", "output", "width", "height", "frame_cache_bytes",
+                             "packet_cache_bytes", "max_decoders", "decoder_threads", "index", NULL};
+    dkpy_state *st = state_of_type(type);
+    PyObject *path = NULL, *output = Py_None, *index = Py_None, *index_bytes = NULL;
+    int width = 0, height = 0, max_decoders = 0, decoder_threads = 1;
+    long long fcache = -1, pcache = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|$OiiLLiiO:Video", kwlist,
+                                     PyUnicode_FSConverter, &path, &output, &width, &height,
+                                     &fcache, &pcache, &max_decoders, &decoder_threads, &index))
+        return NULL;
+    dk_video_config cfg;
+    dk_video_config_init(&cfg);
+    if (output != Py_None) {
+        const char *s = PyUnicode_Check(output) ? PyUnicode_AsUTF8(output) : NULL;
+        int k = -1;
+        for (int i = 0; s && i < 3; i++)
+            if (!strcmp(s, dkpy_video_outputs[i])) k = i;
+        if (k < 0) {
+            Py_DECREF(path);
+            if (PyErr_Occurred()) return NULL;
+            return dkpy_invalid(st, "Video(): output must be 'rgb', 'yuv' or 'nv12', got %R", output);
+        }
+        cfg.output = (dk_video_output)k;
+    }
+    if (index != Py_None && !PyUnicode_FSConverter(index, &index_bytes)) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    cfg.out_width = width;
+    cfg.out_height = height;
+    if (fcache >= 0) cfg.frame_cache_bytes = (size_t)fcache;
+    if (pcache >= 0) cfg.packet_cache_bytes = (size_t)pcache;
+    if (max_decoders) cfg.max_decoders = max_decoders;
+    cfg.decoder_threads = decoder_threads;
+    cfg.index_path = index_bytes ? PyBytes_AS_STRING(index_bytes) : NULL;
+    const char *cpath = PyBytes_AS_STRING(path);
+    dk_video *v = NULL;
+    dk_video_info in;
+    int rc;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_video_open(cpath, &cfg, &v);
+    if (rc != DK_OK) msg_grab(&msg);
+    else dk_video_get_info(v, &in);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(path);
+    Py_XDECREF(index_bytes);
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    dkpy_Video *self = (dkpy_Video *)type->tp_alloc(type, 0);
+    if (!self) {
+        dk_video_close(v);
+        return NULL;
+    }
+    self->v = v;
+    self->output = cfg.output;
+    self->busy = 0;
+    /* The output size as dk_video_open derives it (video.h, out_width). */
+    int w = cfg.output == DK_VIDEO_NATIVE ? 0 : width, h = cfg.output == DK_VIDEO_NATIVE ? 0 : height;
+    if (w && !h) h = (int)((int64_t)in.height * w / in.width);
+    if (h && !w) w = (int)((int64_t)in.width * h / in.height);
+    if (!w || !h) {
+        if (width || height) {
+            w = w ? w : 1;
+            h = h ? h : 1;
+        } else {
+            w = in.width;
+            h = in.height;
+        }
+    }
+    self->out_w = w;
+    self->out_h = h;
+    return (PyObject *)self;
+}
+
+static void video_dealloc(PyObject *obj)
+{
+    dkpy_Video *self = (dkpy_Video *)obj;
+    PyTypeObject *tp = Py_TYPE(obj);
+    if (self->v) {
+        dk_video *v = self->v;
+        self->v = NULL;
+        Py_BEGIN_ALLOW_THREADS
+        dk_video_close(v);
+        Py_END_ALLOW_THREADS
+    }
+    tp->tp_free(obj);
+    Py_DECREF(tp);
+}
+
+static PyObject *video_close(PyObject *obj, PyObject *noargs)
+{
+    (void)noargs;
+    dkpy_Video *self = (dkpy_Video *)obj;
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Video.close(): another thread is decoding with this video");
+        return NULL;
+    }
+    if (self->v) {
+        dk_video *v = self->v;
+        self->v = NULL;
+        Py_BEGIN_ALLOW_THREADS
+        dk_video_close(v);
+        Py_END_ALLOW_THREADS
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *video_get_closed(PyObject *obj, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(((dkpy_Video *)obj)->v == NULL);
+}
+
+static PyObject *video_get_path(PyObject *obj, void *closure)
+{
+    (void)closure;
+    dk_video *v = video_handle(state_of_type(Py_TYPE(obj)), obj);
+    if (!v) return NULL;
+    const char *p = dk_video_path(v);
+    return PyUnicode_DecodeFSDefault(p ? p : "");
+}
+
+static PyObject *video_get_frame_shape(PyObject *obj, void *closure)
+{
+    (void)closure;
+    if (!video_handle(state_of_type(Py_TYPE(obj)), obj)) return NULL;
+    int64_t fs[3];
+    int nd = video_frame_shape((dkpy_Video *)obj, fs);
+    return int64_tuple(fs, nd);
+}
+
+static Py_ssize_t video_len(PyObject *obj)
+{
+    dk_video *v = video_handle(state_of_type(Py_TYPE(obj)), obj);
+    if (!v) return -1;
+    dk_video_info in;
+    dk_video_get_info(v, &in);
+    return (Py_ssize_t)in.n_frames;
+}
+
+static PyObject *video_info(PyObject *obj, PyObject *noargs)
+{
+    (void)noargs;
+    dkpy_Video *self = (dkpy_Video *)obj;
+    dk_video *v = video_handle(state_of_type(Py_TYPE(obj)), obj);
+    if (!v) return NULL;
+    dk_video_info in;
+    dk_video_get_info(v, &in);
+    const char *p = dk_video_path(v);
+    PyObject *path = PyUnicode_DecodeFSDefault(p ? p : "");
+    if (!path) return NULL;
+    return Py_BuildValue(
+        "{s:N,s:s,s:s,s:i,s:i,s:i,s:L,s:L,s:i,s:i,s:O,s:O,s:d,s:d,s:s,s:s,s:s,s:i,s:i,s:n}",
+        "path", path, "codec", in.codec, "pix_fmt", in.pix_fmt, "width", in.width, "height",
+        in.height, "bit_depth", in.bit_depth, "n_frames", (long long)in.n_frames, "n_keyframes",
+        (long long)in.n_keyframes, "max_gop", in.max_gop, "has_b_frames", in.has_b_frames,
+        "open_gop", in.open_gop ? Py_True : Py_False, "vfr", in.vfr ? Py_True : Py_False, "fps",
+        in.avg_fps, "duration", in.duration, "colorspace", in.colorspace_bt709 ? "bt709" : "bt601",
+        "color_range", in.full_range ? "full" : "limited", "output",
+        dkpy_video_outputs[self->output], "out_width", self->out_w, "out_height", self->out_h,
+        "frame_bytes", (Py_ssize_t)dk_video_frame_bytes(v));
+}
+
+static PyObject *video_frame_time(PyObject *obj, PyObject *arg)
+{
+    dkpy_state *st = state_of_type(Py_TYPE(obj));
+    dk_video *v = video_handle(st, obj);
+    if (!v) return NULL;
+    long long f = PyLong_AsLongLong(arg);
+    if (f == -1 && PyErr_Occurred()) return NULL;
+    int64_t pts;
+    double sec;
+    int rc = dk_video_frame_time(v, (int64_t)f, &pts, &sec);
+    if (rc != DK_OK) return dkpy_raise(st, rc, NULL);
+    return Py_BuildValue("(Ld)", (long long)pts, sec);
+}
+
+static PyObject *video_frame_cost(PyObject *obj, PyObject *arg)
+{
+    dkpy_state *st = state_of_type(Py_TYPE(obj));
+    dk_video *v = video_handle(st, obj);
+    if (!v) return NULL;
+    long long f = PyLong_AsLongLong(arg);
+    if (f == -1 && PyErr_Occurred()) return NULL;
+    int64_t key, cost;
+    int rc = dk_video_frame_cost(v, (int64_t)f, &key, &cost);
+    if (rc != DK_OK) return dkpy_raise(st, rc, NULL);
+    return Py_BuildValue("(LL)", (long long)key, (long long)cost);
+}
+
+static PyObject *video_keyframes(PyObject *obj, PyObject *noargs)
+{
+    (void)noargs;
+    dkpy_state *st = state_of_type(Py_TYPE(obj));
+    dk_video *v = video_handle(st, obj);
+    if (!v) return NULL;
+    dk_video_info in;
+    dk_video_get_info(v, &in);
+    int64_t n = in.n_keyframes;
+    int64_t *k = PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof *k);
+    if (!k) return PyErr_NoMemory();
+    int rc = dk_video_keyframes(v, k, &n);
+    if (rc != DK_OK) {
+        PyMem_Free(k);
+        return dkpy_raise(st, rc, NULL);
+    }
+    PyObject *l = PyList_New((Py_ssize_t)n);
+    for (int64_t i = 0; l && i < n; i++) {
+        PyObject *x = PyLong_FromLongLong((long long)k[i]);
+        if (!x) {
+            Py_CLEAR(l);
+            break;
+        }
+        PyList_SET_ITEM(l, (Py_ssize_t)i, x);
+    }
+    PyMem_Free(k);
+    return l;
+}
+
+static PyObject *video_stats(PyObject *obj, PyObject *noargs)
+{
+    (void)noargs;
+    dk_video *v = video_handle(state_of_type(Py_TYPE(obj)), obj);
+    if (!v) return NULL;
+    dk_video_stats s;
+    dk_video_get_stats(v, &s);
+    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L}",
+                         "requests", (long long)s.requests,
+                         "frames_requested", (long long)s.frames_requested,
+                         "frames_returned", (long long)s.frames_returned,
+                         "packets_read", (long long)s.packets_read,
+                         "packets_sent", (long long)s.packets_sent,
+                         "packets_skipped", (long long)s.packets_skipped,
+                         "frames_decoded", (long long)s.frames_decoded,
+                         "min_decodes", (long long)s.min_decodes,
+                         "seeks", (long long)s.seeks,
+                         "flushes", (long long)s.flushes,
+                         "frame_cache_hits", (long long)s.frame_cache_hits,
+                         "packet_cache_hits", (long long)s.packet_cache_hits);
+}
+
+static PyObject *video_reset_stats(PyObject *obj, PyObject *noargs)
+{
+    (void)noargs;
+    dk_video *v = video_handle(state_of_type(Py_TYPE(obj)), obj);
+    if (!v) return NULL;
+    dk_video_reset_stats(v);
+    Py_RETURN_NONE;
+}
+
+/* get_frames(frames, threads=None, with_status=False, out=None): a new
+ * (N, ...) Tensor, or with `out` (a writable C-contiguous buffer of exactly
+ * N frames' bytes, e.g. a reused or pinned array) the frames are decoded
+ * into it and `out` is returned. */
+static PyObject *video_get_frames(PyObject *obj, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"frames", "threads", "with_status", "out", NULL};
+    PyObject *frames_obj, *threads = NULL, *out_obj = Py_None;
+    int with_status = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OpO:get_frames", kwlist, &frames_obj, &threads,
+                                     &with_status, &out_obj))
+        return NULL;
+    dkpy_Video *self = (dkpy_Video *)obj;
+    dkpy_state *st = state_of_type(Py_TYPE(obj));
+    dk_video *v = video_handle(st, obj);
+    if (!v) return NULL;
+    int64_t *frames;
+    Py_ssize_t n;
+    if (video_ints_arg(frames_obj, "frames", 1, 1, &frames, &n) < 0) return NULL;
+    size_t fb = dk_video_frame_bytes(v);
+    Py_buffer ob;
+    int have_out = out_obj != Py_None;
+    if (have_out) {
+        if (PyObject_GetBuffer(out_obj, &ob, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+            PyMem_Free(frames);
+            return NULL;
+        }
+        if ((size_t)ob.len != (size_t)n * fb) {
+            PyBuffer_Release(&ob);
+            PyMem_Free(frames);
+            return dkpy_invalid(st, "get_frames(): out holds %zd bytes; %zd frames take %zu",
+                                ob.len, n, (size_t)n * fb);
+        }
+    }
+    int *status = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *status);
+    dkpy_pool_arg pa;
+    if (!status || pool_arg(st, threads, &pa) < 0) {
+        if (have_out) PyBuffer_Release(&ob);
+        PyMem_Free(frames);
+        if (!status) return PyErr_NoMemory();
+        PyMem_Free(status);
+        return NULL;
+    }
+    dk_tensor out;
+    memset(&out, 0, sizeof out);
+    int rc;
+    dkpy_msg msg = {{0}};
+    self->busy++;
+    Py_BEGIN_ALLOW_THREADS
+    rc = have_out ? dk_video_get_frames_into(v, pa.pool, frames, (int64_t)n, ob.buf, fb, status)
+                  : dk_video_get_frames(v, pa.pool, frames, (int64_t)n, &out, status);
+    if (rc != DK_OK) msg_grab(&msg);
+    pool_arg_done(&pa);
+    Py_END_ALLOW_THREADS
+    self->busy--;
+    PyMem_Free(frames);
+    if (have_out) PyBuffer_Release(&ob);
+    int whole = rc == DK_EINVAL || rc == DK_ENOMEM || (!have_out && !out.owner);
+    if (rc != DK_OK && (!with_status || whole)) {
+        dk_tensor_release(&out);
+        PyMem_Free(status);
+        return dkpy_raise(st, rc, &msg);
+    }
+    PyObject *t;
+    if (have_out) {
+        t = Py_NewRef(out_obj);
+    } else {
+        video_shape_tensor(self, &out, 1);
+        t = tensor_wrap(st, &out);
+    }
+    if (!t || !with_status) {
+        PyMem_Free(status);
+        return t;
+    }
+    PyObject *sl = status_list(status, n);
+    PyMem_Free(status);
+    if (!sl) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", t, sl);
+}
+
+static PyObject *video_md5(PyObject *obj, PyObject *arg)
+{
+    dkpy_Video *self = (dkpy_Video *)obj;
+    dkpy_state *st = state_of_type(Py_TYPE(obj));
+    dk_video *v = video_handle(st, obj);
+    if (!v) return NULL;
+    long long f = PyLong_AsLongLong(arg);
+    if (f == -1 && PyErr_Occurred()) return NULL;
+    char hex[33];
+    int rc;
+    dkpy_msg msg = {{0}};
+    self->busy++;
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_video_frame_md5(v, (int64_t)f, hex);
+    if (rc != DK_OK) msg_grab(&msg);
+    Py_END_ALLOW_THREADS
+    self->busy--;
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    return PyUnicode_FromString(hex);
+}
+
+/* video_get_frames_multi(videos, requests, threads=None, with_status=False,
+ * stack=-1): the frames of several videos in one call (dk_video_get_frames_multi).
+ * stack: 1 one (N, ...) tensor (the videos' frame shapes must agree), 0 a
+ * list of per-request tensors, -1 the former when the shapes agree. */
+static PyObject *py_video_get_frames_multi(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"videos", "requests", "threads", "with_status", "stack", NULL};
+    dkpy_state *st = state_of_module(module);
+    PyObject *videos_obj, *reqs_obj, *threads = NULL;
+    int with_status = 0, stack = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|Opi:video_get_frames_multi", kwlist,
+                                     &videos_obj, &reqs_obj, &threads, &with_status, &stack))
+        return NULL;
+    PyObject *vseq = PySequence_Fast(videos_obj, "videos must be a sequence of Video objects");
+    if (!vseq) return NULL;
+    Py_ssize_t nv = PySequence_Fast_GET_SIZE(vseq);
+    if (nv < 1 || nv > INT32_MAX) {
+        Py_DECREF(vseq);
+        return dkpy_invalid(st, "videos must hold 1 to 2^31-1 Video objects, got %zd", nv);
+    }
+    dkpy_Video **vo = PyMem_Calloc((size_t)nv, sizeof *vo);
+    dk_video **vh = PyMem_Calloc((size_t)nv, sizeof *vh);
+    int64_t *pairs = NULL;
+    dk_video_request *reqs = NULL;
+    dk_tensor *outs = NULL;
+    int *status = NULL;
+    Py_ssize_t n = 0, held = 0;
+    PyObject *result = NULL;
+    if (!vo || !vh) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < nv; j++) {
+        PyObject *x = PySequence_Fast_GET_ITEM(vseq, j);
+        if (!PyObject_TypeCheck(x, st->video_type)) {
+            PyErr_Format(PyExc_TypeError, "videos[%zd] must be a drivekit Video, not %.100s", j,
+                         Py_TYPE(x)->tp_name);
+            goto done;
+        }
+        if (!(vh[j] = video_handle(st, x))) goto done;
+        vo[j] = (dkpy_Video *)Py_NewRef(x);   /* alive while the GIL is released */
+        held = j + 1;
+    }
+    int64_t fs0[3] = {0, 0, 0};
+    int nd0 = video_frame_shape(vo[0], fs0), same = 1;
+    for (Py_ssize_t j = 1; j < nv && same; j++) {
+        int64_t fs[3] = {0, 0, 0};
+        int nd = video_frame_shape(vo[j], fs);
+        same = nd == nd0 && fs[0] == fs0[0] && fs[1] == fs0[1] && fs[2] == fs0[2];
+    }
+    if (stack == 1 && !same) {
+        dkpy_invalid(st, "video_get_frames_multi(): the videos' frame shapes differ; use stack=False");
+        goto done;
+    }
+    if (stack < 0) stack = same;
+    if (video_ints_arg(reqs_obj, "requests", 2, 2, &pairs, &n) < 0) goto done;
+    reqs = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *reqs);
+    outs = PyMem_Calloc((size_t)(n ? n : 1), sizeof *outs);
+    status = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *status);
+    if (!reqs || !outs || !status) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (pairs[2 * i] < 0 || pairs[2 * i] >= nv) {
+            dkpy_invalid(st, "requests[%zd]: video %lld outside [0, %zd)", i,
+                         (long long)pairs[2 * i], nv);
+            goto done;
+        }
+        reqs[i].video = (int32_t)pairs[2 * i];
+        reqs[i].frame = pairs[2 * i + 1];
+    }
+    dkpy_pool_arg pa;
+    if (pool_arg(st, threads, &pa) < 0) goto done;
+    dk_tensor stacked;
+    memset(&stacked, 0, sizeof stacked);
+    int rc;
+    dkpy_msg msg = {{0}};
+    int whole;
+    for (Py_ssize_t j = 0; j < nv; j++) vo[j]->busy++;
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_video_get_frames_multi(vh, (int)nv, pa.pool, reqs, (int64_t)n, outs, status);
+    if (rc != DK_OK) msg_grab(&msg);
+    pool_arg_done(&pa);
+    whole = rc == DK_EINVAL || rc == DK_ENOMEM;
+    for (Py_ssize_t i = 0; i < n && !whole; i++) whole = outs[i].owner == NULL;
+    if (!whole && (rc == DK_OK || with_status) && stack) {
+        /* One (N, ...) tensor: the frames are copied out of the per-video
+         * buffers dk_video_get_frames_multi fills. */
+        size_t fb = dk_video_frame_bytes(vh[0]);
+        size_t total = (size_t)n * fb;
+        dk_buffer *b = NULL;
+        int arc = dk_buffer_alloc(total, 0, &b);
+        if (arc != DK_OK) {
+            rc = arc;
+            msg_grab(&msg);
+            whole = 1;
+        } else {
+            uint8_t *dst = dk_buffer_data(b);
+            for (Py_ssize_t i = 0; i < n; i++) memcpy(dst + (size_t)i * fb, outs[i].data, fb);
+            stacked.data = dst;
+            stacked.dtype = DK_U8;
+            stacked.owner = b;
+            stacked.shape[0] = (int64_t)n;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) dk_tensor_release(&outs[i]);
+    }
+    Py_END_ALLOW_THREADS
+    for (Py_ssize_t j = 0; j < nv; j++) vo[j]->busy--;
+    if (whole || (rc != DK_OK && !with_status)) {
+        for (Py_ssize_t i = 0; i < n; i++) dk_tensor_release(&outs[i]);
+        dk_tensor_release(&stacked);
+        dkpy_raise(st, rc, &msg);
+        goto done;
+    }
+    PyObject *frames;
+    if (stack) {
+        video_shape_tensor(vo[0], &stacked, 1);
+        frames = tensor_wrap(st, &stacked);
+    } else {
+        frames = PyList_New(n);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (!frames) {
+                dk_tensor_release(&outs[i]);
+                continue;
+            }
+            video_shape_tensor(vo[reqs[i].video], &outs[i], 0);
+            PyObject *t = tensor_wrap(st, &outs[i]);
+            if (!t) Py_CLEAR(frames);
+            else PyList_SET_ITEM(frames, i, t);
+        }
+    }
+    if (!frames) goto done;
+    if (!with_status) {
+        result = frames;
+    } else {
+        PyObject *sl = status_list(status, n);
+        result = sl ? Py_BuildValue("(NN)", frames, sl) : NULL;
+        if (!sl) Py_DECREF(frames);
+    }
+done:
+    for (Py_ssize_t j = 0; j < held; j++) Py_DECREF(vo[j]);
+    Py_DECREF(vseq);
+    PyMem_Free(vo);
+    PyMem_Free(vh);
+    PyMem_Free(pairs);
+    PyMem_Free(reqs);
+    PyMem_Free(outs);
+    PyMem_Free(status);
+    return result;
+}
+
+static PyGetSetDef video_getset[] = {
+    {"path", video_get_path, NULL, "The video's path (str).", NULL},
+    {"closed", video_get_closed, NULL, "True after close().", NULL},
+    {"frame_shape", video_get_frame_shape, NULL,
+     "Shape of one output frame: (H, W, 3) rgb, (H*3/2, W) nv12 of even size, (bytes,) "
+     "otherwise.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef video_methods[] = {
+    {"info", video_info, METH_NOARGS, "info() -> dict (dk_video_info plus the output description)"},
+    {"frame_time", video_frame_time, METH_O, "frame_time(frame) -> (pts, seconds)"},
+    {"frame_cost", video_frame_cost, METH_O,
+     "frame_cost(frame) -> (keyframe, min_decodes) (dk_video_frame_cost)"},
+    {"keyframes", video_keyframes, METH_NOARGS, "keyframes() -> list of frame ids"},
+    {"stats", video_stats, METH_NOARGS, "stats() -> dict (dk_video_stats)"},
+    {"reset_stats", video_reset_stats, METH_NOARGS, "reset_stats() -> None"},
+    {"get_frames", DKPY_KW(video_get_frames),
+     "get_frames(frames, threads=None, with_status=False, out=None) -> Tensor or out\n\n"
+     "With with_status, (frames, list of int status)."},
+    {"md5", video_md5, METH_O, "md5(frame) -> str (ffmpeg framemd5 of the native picture)"},
+    {"close", video_close, METH_NOARGS, "close() -> None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot video_slots[] = {
+    {Py_tp_doc, (void *)"Video(path, *, output='rgb', width=0, height=0, frame_cache_bytes=-1,\n"
+                        "      packet_cache_bytes=-1, max_decoders=0, decoder_threads=1, index=None)\n\n"
+                        "An open video (dk_video). Use drivekit.video.Decoder instead."},
+    {Py_tp_new, (void *)video_new},
+    {Py_tp_dealloc, (void *)video_dealloc},
+    {Py_tp_getset, video_getset},
+    {Py_tp_methods, video_methods},
+    {Py_sq_length, (void *)video_len},
+    {0, NULL},
+};
+
+static PyType_Spec video_spec = {
+    .name = "drivekit._drivekit.Video",
+    .basicsize = sizeof(dkpy_Video),
+    .itemsize = 0,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = video_slots,
+};
+
 static PyMethodDef dkpy_methods[] = {
+    /* drivekit.ragged (private: use the drivekit.ragged module) */
+    {"ragged_index_map", py_ragged_index_map, METH_VARARGS,
+     "ragged_index_map(src, src_idx, dst, dst_idx, mode, threads=None)"},
+    {"ragged_index_access", py_ragged_index_access, METH_VARARGS,
+     "ragged_index_access(input, indices, filler, out, threads=None)"},
+    {"ragged_index_access_backward", py_ragged_index_access_backward, METH_VARARGS,
+     "ragged_index_access_backward(grad_out, indices, grad_in, threads=None)"},
+    {"ragged_index_write", py_ragged_index_write, METH_VARARGS,
+     "ragged_index_write(to_write, indices, to_write_into, threads=None)"},
+    {"ragged_index_fill", py_ragged_index_fill, METH_VARARGS,
+     "ragged_index_fill(dst, indices, value, threads=None)"},
+    {"ragged_mask_from_indices", py_ragged_mask_from_indices, METH_VARARGS,
+     "ragged_mask_from_indices(indices, mask, threads=None)"},
+    {"ragged_count_mask", py_ragged_count_mask, METH_VARARGS,
+     "ragged_count_mask(mask, batch_dims, counts, prefix, threads=None)"},
+    {"ragged_indices_from_mask", py_ragged_indices_from_mask, METH_VARARGS,
+     "ragged_indices_from_mask(mask, batch_dims, out, threads=None)"},
+    {"ragged_bool_select", py_ragged_bool_select, METH_VARARGS,
+     "ragged_bool_select(input, mask, filler, out, threads=None)"},
+    {"ragged_bool_write", py_ragged_bool_write, METH_VARARGS,
+     "ragged_bool_write(to_write, mask, to_write_into, threads=None)"},
+    {"ragged_apply_mask", py_ragged_apply_mask, METH_VARARGS,
+     "ragged_apply_mask(data, mask, invert, value, out, threads=None)"},
+    {"ragged_set_padded", py_ragged_set_padded, METH_VARARGS,
+     "ragged_set_padded(data, value, threads=None)"},
+    {"ragged_sum", py_ragged_sum, METH_VARARGS,
+     "ragged_sum(data, average, nans_to_zero, out, backward, threads=None)"},
+    {"ragged_packed", py_ragged_packed, METH_VARARGS,
+     "ragged_packed(to_packed, ragged, values, offsets, filler, threads=None)"},
+    {"ragged_combine", py_ragged_combine, METH_VARARGS,
+     "ragged_combine(parts, dim, filler, out, threads=None)"},
+    {"ragged_assign", py_ragged_assign, METH_VARARGS,
+     "ragged_assign(costs, row_ind, col_ind, total, threads=None)"},
+    {"ragged_assign_padded", py_ragged_assign_padded, METH_VARARGS,
+     "ragged_assign_padded(costs, rows, cols, row_ind, col_ind, n_pairs, total, threads=None)"},
+    {"ragged_focal_loss", py_ragged_focal_loss, METH_VARARGS,
+     "ragged_focal_loss(logits, labels, alpha, gamma, loss, grad, threads=None) -> float"},
+    {"ragged_focal_cost", py_ragged_focal_cost, METH_VARARGS,
+     "ragged_focal_cost(logits, labels, alpha, gamma, cost, grad_logits, threads=None)"},
+    {"ragged_l1_loss", py_ragged_l1_loss, METH_VARARGS,
+     "ragged_l1_loss(pred, target, code_weights, beta, loss, grad, threads=None) -> float"},
+    {"ragged_giou", py_ragged_giou, METH_VARARGS,
+     "ragged_giou(a, b, aligned, out, backward, grad_a, grad_b, threads=None)"},
+    {"ragged_box_l1_cost", py_ragged_box_l1_cost, METH_VARARGS,
+     "ragged_box_l1_cost(pred, gt, code_weights, n_codes, cost, backward, grad_pred, grad_gt,\n"
+     "                   threads=None)"},
+    {"ragged_detr3d_loss", py_ragged_detr3d_loss, METH_VARARGS,
+     "ragged_detr3d_loss(cls_logits, box_preds, gt_labels, gt_boxes, cls_weight, reg_weight,\n"
+     "                   alpha, gamma, code_weights, match_codes, grad_cls, grad_box, match,\n"
+     "                   layer_losses, threads=None) -> (loss_cls, loss_bbox)"},
+    {"ragged_draw_gaussians", py_ragged_draw_gaussians, METH_VARARGS,
+     "ragged_draw_gaussians(heatmaps, centers, radii, labels, diameter_to_sigma, k, threads=None)"},
+    {"ragged_gaussian_radius", py_ragged_gaussian_radius, METH_VARARGS,
+     "ragged_gaussian_radius(height, width, min_overlap) -> float"},
     {"version", py_version, METH_NOARGS, "version() -> str\n\nLibrary version \"MAJOR.MINOR.PATCH\"."},
     {"alloc_live", py_alloc_live, METH_NOARGS,
      "alloc_live() -> int\n\nLive drivekit allocations (allocations minus frees); for leak tests."},
@@ -2201,6 +3788,9 @@ static PyMethodDef dkpy_methods[] = {
     {"rig_nuscenes", DKPY_KW(py_rig_nuscenes),
      "rig_nuscenes(width=1600, height=900) -> list of dict\n\nThe nuScenes-like sensor rig "
      "(dk_rig_nuscenes); cameras as Camera(**d) keyword dicts."},
+    {"video_get_frames_multi", DKPY_KW(py_video_get_frames_multi),
+     "video_get_frames_multi(videos, requests, threads=None, with_status=False, stack=-1)\n\n"
+     "Frames of several Video objects in one call; requests are (video, frame) pairs."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2223,6 +3813,8 @@ static int dkpy_exec(PyObject *m)
     if (!st->pool_type || PyModule_AddType(m, st->pool_type) < 0) return -1;
     st->camera_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &camera_spec, NULL);
     if (!st->camera_type || PyModule_AddType(m, st->camera_type) < 0) return -1;
+    st->video_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &video_spec, NULL);
+    if (!st->video_type || PyModule_AddType(m, st->video_type) < 0) return -1;
 
     for (int i = 0; i < DKPY_EXC_COUNT; i++) {
         PyObject *bases = i == DKPY_EXC_ERROR
@@ -2260,6 +3852,7 @@ static int dkpy_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->tensor_type);
     Py_VISIT(st->pool_type);
     Py_VISIT(st->camera_type);
+    Py_VISIT(st->video_type);
     for (int i = 0; i < DKPY_EXC_COUNT; i++) Py_VISIT(st->exc[i]);
     return 0;
 }
@@ -2271,6 +3864,7 @@ static int dkpy_clear(PyObject *m)
     Py_CLEAR(st->tensor_type);
     Py_CLEAR(st->pool_type);
     Py_CLEAR(st->camera_type);
+    Py_CLEAR(st->video_type);
     for (int i = 0; i < DKPY_EXC_COUNT; i++) Py_CLEAR(st->exc[i]);
     return 0;
 }

@@ -1,0 +1,372 @@
+#!/usr/bin/env python3
+"""drivekit.video against PyAV 10 and the ffmpeg CLI (all on the system FFmpeg
+5.1) on the same inputs, one run, ONE decode thread each unless a row says so.
+
+Corpus (made here with the ffmpeg CLI in a temporary folder): testsrc2
+1600x900, 25 fps, 20 s, H.264 libx264 with 3 B-frames in a pyramid (x264's
+default) and GOP 24; the six-camera rig uses six copies of that file.
+
+Workloads (seeded, the same targets for everyone):
+  1. random access to K random frames (RGB out): drivekit Decoder (one
+     batch call, and one call per frame) vs PyAV seek-and-decode per frame
+     (seek to the keyframe's pts, backward, decode until the target pts) and
+     vs PyAV sorted + GOP-grouped with skip_frame NONREF toggled per packet
+     (DEFAULT for requested packets);
+  2. sequential decode of the whole file: drivekit frames 0..N-1 in one
+     request (native YUV and RGB), and in GOP-sized requests into one reused
+     buffer, vs `ffmpeg -threads 1 -i F -f null -` wall time (which decodes
+     and drops the pictures);
+  3. six-camera samples (same random frame id for the 6 videos) with
+     MultiDecoder at threads 1 and 2: samples/s and scaling;
+  4. work: pictures decoded / the lower bound (dk_video_frame_cost, summed),
+     for drivekit and for the PyAV baselines.
+Every returned frame is checked: drivekit's native pictures against
+ffmpeg's framemd5, the PyAV frames against drivekit's RGB ("wrong" = a
+different picture; max |diff| shows conversion rounding).
+Ratios > 1 mean drivekit is faster.
+
+    DK_BUILD_DIR=build PYTHONPATH=build/python /usr/bin/python3 bench/bench_video.py
+        [--frames K] [--samples S] [--seconds 20] [--keep DIR] [--seed N]
+"""
+import argparse
+import bisect
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("PYAV_LOGGING", "off")
+
+import numpy as np  # noqa: E402
+
+try:
+    import av  # noqa: E402
+except ImportError:  # pragma: no cover
+    av = None
+
+import drivekit  # noqa: E402
+from drivekit.video import Decoder, MultiDecoder  # noqa: E402
+
+W, H, FPS, GOP = 1600, 900, 25, 24
+
+
+def make_corpus(folder, seconds):
+    path = os.path.join(folder, "CAM_FRONT.mp4")
+    if not os.path.exists(path):
+        t0 = time.perf_counter()
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+                        f"testsrc2=size={W}x{H}:rate={FPS}", "-t", str(seconds), "-c:v", "libx264",
+                        "-bf", "3", "-b-pyramid", "normal", "-g", str(GOP), "-pix_fmt", "yuv420p",
+                        path], check=True)
+        print(f"corpus: encoded {path} in {time.perf_counter() - t0:.1f} s")
+    cams = [path]
+    for k in range(1, 6):
+        p = os.path.join(folder, f"CAM_{k}.mp4")
+        if not os.path.exists(p):
+            shutil.copyfile(path, p)
+        cams.append(p)
+    return path, cams
+
+
+def ffmpeg_md5(path):
+    p = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", path, "-fps_mode", "passthrough",
+                        "-f", "framemd5", "-"], check=True, capture_output=True, text=True)
+    return [ln.rsplit(",", 1)[1].strip() for ln in p.stdout.splitlines()
+            if ln and not ln.startswith("#")]
+
+
+# ---------------------------------------------------------------------------
+# PyAV baselines
+
+
+class PyAVIndex:
+    """pts of every frame in display order and the keyframe pts, from one demux pass."""
+
+    def __init__(self, path):
+        t0 = time.perf_counter()
+        with av.open(path) as c:
+            s = c.streams.video[0]
+            pts, keys = [], []
+            for p in c.demux(s):
+                if p.pts is None:
+                    continue
+                pts.append(p.pts)
+                if p.is_keyframe:
+                    keys.append(p.pts)
+        self.pts = sorted(pts)
+        self.keys = sorted(keys)
+        self.seconds = time.perf_counter() - t0
+
+    def key_for(self, pts):
+        return self.keys[bisect.bisect_right(self.keys, pts) - 1]
+
+
+def pyav_open(path):
+    c = av.open(path)
+    s = c.streams.video[0]
+    s.codec_context.thread_count = 1
+    s.codec_context.thread_type = "SLICE"
+    return c, s
+
+
+def pyav_seek_decode(path, ix, targets):
+    """Per frame: seek to its keyframe (backward), decode until its pts."""
+    out, decoded = [], 0
+    c, s = pyav_open(path)
+    with c:
+        for f in targets:
+            want = ix.pts[f]
+            c.seek(ix.key_for(want), backward=True, any_frame=False, stream=s)
+            for fr in c.decode(s):
+                decoded += 1
+                if fr.pts == want:
+                    out.append(fr.to_ndarray(format="rgb24"))
+                    break
+            else:
+                raise RuntimeError(f"PyAV: frame {f} (pts {want}) not found")
+    return out, decoded
+
+
+def pyav_gop_nonref(path, ix, targets):
+    """Sorted, deduplicated, one seek + forward pass per GOP; packets of
+    unrequested frames are decoded with skip_frame NONREF."""
+    groups = {}
+    for f in sorted(set(targets)):
+        groups.setdefault(ix.key_for(ix.pts[f]), set()).add(ix.pts[f])
+    got, decoded = {}, 0
+    c, s = pyav_open(path)
+    cc = s.codec_context
+    with c:
+        for key in sorted(groups):
+            wanted = groups[key]
+            remaining = set(wanted)
+            c.seek(key, backward=True, any_frame=False, stream=s)
+            for pkt in c.demux(s):
+                cc.skip_frame = "DEFAULT" if pkt.pts in wanted else "NONREF"
+                for fr in cc.decode(pkt):
+                    decoded += 1
+                    if fr.pts in remaining:
+                        got[fr.pts] = fr.to_ndarray(format="rgb24")
+                        remaining.discard(fr.pts)
+                if not remaining:
+                    break
+            if remaining:
+                raise RuntimeError(f"PyAV: pts {sorted(remaining)} not found")
+        cc.skip_frame = "DEFAULT"
+    return [got[ix.pts[f]] for f in targets], decoded
+
+
+def pyav_sequential(path):
+    c, s = pyav_open(path)
+    n = 0
+    with c:
+        for fr in c.decode(s):
+            fr.to_ndarray(format="rgb24")
+            n += 1
+    return n
+
+
+# ---------------------------------------------------------------------------
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    r = fn()
+    return time.perf_counter() - t0, r
+
+
+def compare(frames, ref):
+    """(wrong pictures, max |diff|) of a list of RGB arrays against ref (N, H, W, 3)."""
+    wrong, worst = 0, 0
+    for a, b in zip(frames, ref):
+        d = np.abs(a.astype(np.int16) - b.astype(np.int16))
+        worst = max(worst, int(d.max()))
+        wrong += d.mean() > 1.0
+    return int(wrong), worst
+
+
+class Table:
+    def __init__(self):
+        print(f"{'workload':56s} {'time s':>7} {'frames/s':>9} {'decoded':>8} {'/bound':>7} "
+              f"{'wrong':>5}")
+
+    def row(self, name, t, frames, decoded=None, bound=None, wrong=None, note=""):
+        dec = f"{decoded:8d}" if decoded is not None else f"{'':8s}"
+        rat = f"{decoded / bound:7.2f}" if decoded is not None and bound else f"{'':7s}"
+        wr = f"{wrong:5d}" if wrong is not None else f"{'':5s}"
+        print(f"{name:56s} {t:7.3f} {frames / t:9.1f} {dec} {rat} {wr}{note}", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=40, help="random frames K (default 40)")
+    ap.add_argument("--samples", type=int, default=16, help="six-camera samples (default 16)")
+    ap.add_argument("--seconds", type=float, default=20, help="video length (default 20)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--keep", help="corpus folder to create or reuse (default: a temporary one)")
+    args = ap.parse_args()
+    if av is None:
+        sys.exit("bench_video: PyAV is needed (Debian: python3-av; run with /usr/bin/python3)")
+    if shutil.which("ffmpeg") is None:
+        sys.exit("bench_video: the ffmpeg command-line tool is needed")
+
+    folder = args.keep or tempfile.mkdtemp(prefix="dk_bench_video_")
+    os.makedirs(folder, exist_ok=True)
+    try:
+        run(folder, args)
+    finally:
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def run(folder, args):
+    path, cams = make_corpus(folder, args.seconds)
+    lib = av.library_versions
+    print(f"drivekit {drivekit.__version__}, PyAV {av.__version__} (libavcodec "
+          f"{'.'.join(map(str, lib['libavcodec']))}), one decode thread unless noted")
+    truth = ffmpeg_md5(path)
+    n = len(truth)
+
+    t_dk_open, probe = timed(lambda: Decoder(path))
+    info = probe.info
+    print(f"video: {info['codec']} {info['width']}x{info['height']} {info['pix_fmt']}, {n} frames, "
+          f"{info['n_keyframes']} keyframes, max GOP {info['max_gop']}, reorder depth "
+          f"{info['has_b_frames']}, {os.path.getsize(path) / 1e6:.1f} MB")
+    assert len(probe) == n, f"drivekit has {len(probe)} frames, ffmpeg {n}"
+    ix = PyAVIndex(path)
+    assert len(ix.pts) == n, f"PyAV index has {len(ix.pts)} frames, ffmpeg {n}"
+    print(f"open + index: drivekit Decoder() {t_dk_open * 1e3:.1f} ms (packet scan), "
+          f"PyAV demux scan {ix.seconds * 1e3:.1f} ms (not in the times below)\n")
+
+    rnd = random.Random(args.seed)
+    targets = [rnd.randrange(n) for _ in range(args.frames)]
+    bound_single = sum(probe.frame_cost(f)[1] for f in targets)
+    probe.close()
+
+    tab = Table()
+    summary = []
+
+    # -- 1. random access --------------------------------------------------
+    k = len(targets)
+    dec = Decoder(path)
+    t_batch, frames = timed(lambda: dec.get_frames(targets))
+    ref = np.asarray(frames)
+    s_batch = dec.stats
+    with Decoder(path, output="yuv") as raw:
+        rows = np.asarray(raw.get_frames(targets))
+        bad_md5 = sum(hashlib.md5(rows[i].tobytes()).hexdigest() != truth[f]
+                      for i, f in enumerate(targets))
+    tab.row(f"random {k}: drivekit, one batch call", t_batch, k, s_batch["frames_decoded"],
+            s_batch["min_decodes"], bad_md5)
+    dec.close()
+
+    dec = Decoder(path)
+    out1 = []
+    t_single, _ = timed(lambda: [out1.append(np.asarray(dec.get_frames([f]))[0]) for f in targets])
+    s_single = dec.stats
+    w1, _ = compare(out1, ref)
+    tab.row(f"random {k}: drivekit, one call per frame", t_single, k, s_single["frames_decoded"],
+            s_single["min_decodes"], w1)
+    dec.close()
+
+    t_naive, (pv, pv_dec) = timed(lambda: pyav_seek_decode(path, ix, targets))
+    wn, dn = compare(pv, ref)
+    tab.row(f"random {k}: PyAV seek + decode per frame", t_naive, k, pv_dec, bound_single, wn,
+            f"   max|diff| {dn}")
+    t_smart, (ps, ps_dec) = timed(lambda: pyav_gop_nonref(path, ix, targets))
+    ws, dsm = compare(ps, ref)
+    tab.row(f"random {k}: PyAV sorted, per GOP, skip_frame NONREF", t_smart, k, ps_dec,
+            s_batch["min_decodes"], ws, f"   max|diff| {dsm}")
+    summary += [
+        ("random: drivekit batch vs PyAV seek+decode per frame", t_naive / t_batch, 3.0),
+        ("random: drivekit batch vs PyAV sorted GOP pass + NONREF", t_smart / t_batch, 1.5),
+        ("random: drivekit per-frame calls vs PyAV seek+decode per frame", t_naive / t_single, 3.0),
+    ]
+
+    # -- 2. sequential -------------------------------------------------------
+    t0 = time.perf_counter()
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-threads", "1", "-i", path, "-f", "null",
+                    "-"], check=True)
+    t_ff = time.perf_counter() - t0
+    tab.row("sequential: ffmpeg -threads 1 -i F -f null -", t_ff, n, n, n)
+    seq = {}
+    for output in ("yuv", "rgb"):
+        with Decoder(path, output=output) as d:
+            t, fr = timed(lambda: d.get_frames(range(n)))
+            del fr
+            seq[output, "one"] = t
+            tab.row(f"sequential: drivekit {output}, frames 0..N-1 in one request", t, n,
+                    d.stats["frames_decoded"], n)
+    for output, cache in (("yuv", 256), ("rgb", 256), ("yuv", 0)):
+        with Decoder(path, output=output, cache_mb=cache) as d:
+            buf = np.zeros((GOP,) + d.frame_shape, np.uint8)
+            chunks = [range(a, min(a + GOP, n)) for a in range(0, n, GOP)]
+            t0 = time.perf_counter()
+            for c in chunks:
+                d.get_frames(c, out=buf[:len(c)])
+            t = time.perf_counter() - t0
+            seq[output, cache] = t
+            tab.row(f"sequential: drivekit {output}, {GOP}-frame requests, reused out"
+                    f"{', no cache' if cache == 0 else ''}", t, n, d.stats["frames_decoded"], n)
+    t_pyseq, _ = timed(lambda: pyav_sequential(path))
+    tab.row("sequential: PyAV decode + to_ndarray(rgb24)", t_pyseq, n, n, n)
+    summary += [
+        ("sequential: drivekit yuv one request vs ffmpeg -f null", t_ff / seq["yuv", "one"], 0.9),
+        ("sequential: drivekit rgb one request vs ffmpeg -f null", t_ff / seq["rgb", "one"], None),
+        ("sequential: drivekit yuv reused-buffer requests vs ffmpeg", t_ff / seq["yuv", 256], 0.9),
+        ("sequential: drivekit rgb reused-buffer requests vs PyAV rgb24", t_pyseq / seq["rgb", 256],
+         None),
+    ]
+
+    # -- 3. six-camera samples ----------------------------------------------
+    sample_frames = [rnd.randrange(n) for _ in range(args.samples)]
+    rates = {}
+    first = None
+    for threads in (1, 2):
+        with MultiDecoder(cams, threads=threads) as m:
+            got = []
+            t, _ = timed(lambda: [got.append(np.asarray(m.get_sample(f))) for f in sample_frames])
+            st = m.stats
+            rates[threads] = len(sample_frames) / t
+            if first is None:
+                first = got
+                wrong = sum(int(compare(list(g), [g[0]] * 6)[0]) for g in got)
+            else:
+                wrong = sum(not np.array_equal(a, b) for a, b in zip(got, first))
+            bound = 6 * sum(m[0].frame_cost(f)[1] for f in sample_frames)
+            tab.row(f"6 cameras x {len(sample_frames)} samples: MultiDecoder threads={threads}", t,
+                    6 * len(sample_frames), st["frames_decoded"], bound, wrong,
+                    f"   {rates[threads]:.2f} samples/s")
+    pv_ix = ix
+    t_pv6, _ = timed(lambda: [pyav_seek_decode(p, pv_ix, [f]) for f in sample_frames for p in cams])
+    tab.row(f"6 cameras x {len(sample_frames)} samples: PyAV seek + decode", t_pv6,
+            6 * len(sample_frames), note=f"   {len(sample_frames) / t_pv6:.2f} samples/s")
+    summary += [
+        ("6 cameras: MultiDecoder threads=2 vs threads=1 (scaling)", rates[2] / rates[1], None),
+        ("6 cameras: MultiDecoder threads=1 vs PyAV seek+decode", rates[1] * t_pv6 / len(sample_frames),
+         None),
+    ]
+
+    # -- 4. work ---------------------------------------------------------------
+    print()
+    print(f"work (pictures decoded / lower bound): drivekit batch "
+          f"{s_batch['frames_decoded'] / s_batch['min_decodes']:.3f}, per-frame calls "
+          f"{s_single['frames_decoded'] / s_single['min_decodes']:.3f}; PyAV seek+decode "
+          f"{pv_dec / bound_single:.3f}, PyAV GOP pass + NONREF {ps_dec / s_batch['min_decodes']:.3f}")
+    print("(decoded: pictures out of the decoder; PyAV stops reading once a GOP's last target is\n"
+          " out, so pictures still in its reorder buffer are not counted and it can sit below the\n"
+          " bound. /bound: decoded over the sum of dk_video_frame_cost for the same requests)")
+    print()
+    print(f"{'ratio (> 1: drivekit faster)':64s} {'value':>7} {'target':>7}")
+    for name, val, target in summary:
+        tgt = f">= {target:g}" if target else ""
+        flag = "" if not target else ("  ok" if val >= target else "  BELOW TARGET")
+        print(f"{name:64s} {val:7.2f} {tgt:>7}{flag}")
+
+
+if __name__ == "__main__":
+    main()
