@@ -13,13 +13,9 @@ import pytest
 import drivekit
 from drivekit import image, rng
 
-try:
-    import torch
-    import torch.utils.dlpack
-except ImportError:  # pragma: no cover - Debian's python3-torch is expected
-    torch = None
+import torch  # Debian's python3-torch, installed by scripts/setup
+import torch.utils.dlpack
 
-needs_torch = pytest.mark.skipif(torch is None, reason="torch not installed")
 
 
 def gradient(h, w, c=3, seed=0):
@@ -194,7 +190,6 @@ def test_from_dlpack_numpy(jpeg_bytes):
     assert np.all((af >= 0) & (af < 1))
 
 
-@needs_torch
 def test_from_dlpack_torch_shares_memory(jpeg_bytes):
     t = image.decode_jpeg(jpeg_bytes)
     a = np.from_dlpack(t)
@@ -265,17 +260,14 @@ def test_memory_freed_exactly_once(jpeg_bytes):
     a = np.from_dlpack(t)
     b = np.asarray(t)
     m = memoryview(f)
-    consumers = [a, b, m]
-    if torch is not None:
-        consumers += [torch.from_dlpack(t), torch.utils.dlpack.from_dlpack(f)]
+    consumers = [a, b, m, torch.from_dlpack(t), torch.utils.dlpack.from_dlpack(f)]
     expect = np.asarray(t).copy()
     # Dropping the producer keeps the memory alive for every consumer.
     del t, f
     settle()
     assert drivekit.alloc_live() > base
     assert np.array_equal(a, expect) and np.array_equal(b, expect)
-    if torch is not None:
-        assert np.array_equal(consumers[3].numpy(), expect)
+    assert np.array_equal(consumers[3].numpy(), expect)
     b[...] = 3  # still writable, still valid
     assert int(a.sum()) == 3 * expect.size
     del a, b, m, consumers, expect
@@ -297,7 +289,6 @@ def test_unconsumed_capsules_do_not_leak(jpeg_bytes):
     assert drivekit.alloc_live() == base
 
 
-@needs_torch
 def test_torch_consumes_capsule_once(jpeg_bytes):
     settle()
     base = drivekit.alloc_live()

@@ -8,8 +8,8 @@ Run: PYTHONPATH=build/python /usr/bin/python3 -m pytest -q tests/python/test_rag
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-scipy_optimize = pytest.importorskip("scipy.optimize")
+import torch  # noqa: E402  (Debian python3-torch, installed by scripts/setup)
+import scipy.optimize as scipy_optimize  # noqa: E402
 
 import drivekit  # noqa: E402
 from drivekit import ragged as R  # noqa: E402
