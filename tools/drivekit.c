@@ -28,8 +28,8 @@ static void print_help(FILE *f)
     fprintf(f,
             "usage: drivekit [--version] [--help] <command> [<args>]\n"
             "\n"
-            "drivekit: training data, sensor simulation, scenarios and deployment kernels\n"
-            "for autonomous-driving models.\n"
+            "drivekit: driving scenarios, synthetic multi-camera datasets, condition videos\n"
+            "and frame-exact video decoding for autonomous-driving models.\n"
             "\n"
             "commands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
