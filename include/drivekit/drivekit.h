@@ -17,6 +17,8 @@
  *            GOP decoding, caches, RGB/YUV output.
  *   ragged.h RaggedBatch: batched ops over non-uniform ground truth, batched
  *            Hungarian matching, set losses with backward.
+ *   sim.h    Gaussian-splat scenes (3DGS PLY) rendered for every camera model,
+ *            with rolling shutter.
  *
  * Conventions shared by every module:
  *   - Public symbols are dk_<module>_<verb>; macros DK_; types dk_<name>.
@@ -43,5 +45,6 @@
 #include "drivekit/world.h"
 #include "drivekit/video.h"
 #include "drivekit/ragged.h"
+#include "drivekit/sim.h"
 
 #endif /* DRIVEKIT_H */
