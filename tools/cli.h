@@ -26,5 +26,6 @@ int cli_parse_int(const char *s, long lo, long hi, long *out);
 int cmd_image(int argc, char **argv);
 int cmd_world(int argc, char **argv);
 int cmd_video(int argc, char **argv);
+int cmd_sim(int argc, char **argv);
 
 #endif

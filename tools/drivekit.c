@@ -20,6 +20,7 @@ static const subcommand commands[] = {
     {"image", "inspect and convert JPEG/PNG images (DCT-domain scaled decode)", cmd_image},
     {"world", "generate driving scenarios, nuScenes-layout datasets and condition videos", cmd_world},
     {"video", "frame-exact on-demand video decoding: info, framemd5, extract", cmd_video},
+    {"sim", "render Gaussian-splat scenes (3DGS PLY) for any camera model", cmd_sim},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

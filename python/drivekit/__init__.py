@@ -12,6 +12,8 @@ The Python package is a thin layer over the C library (``_drivekit``):
   lidar scan patterns and the nuScenes-like sensor rig.
 * :mod:`drivekit.video` -- frame-exact on-demand video decoding (Decoder,
   MultiDecoder for multi-camera samples).
+* :mod:`drivekit.sim` -- Gaussian-splat scenes (3DGS PLY) rendered for any
+  camera model (Scene, load_ply).
 * :mod:`drivekit.ragged` -- RaggedBatch, batched indexing ops, batched exact
   assignment and DETR-style set losses with backward (torch tensors; imported
   on first use).
@@ -57,7 +59,7 @@ from ._drivekit import (
 
 __version__ = _drivekit.__version__
 
-from . import camera, image, rng, video  # noqa: E402  (submodules need the names above)
+from . import camera, image, rng, sim, video  # noqa: E402  (submodules need the names above)
 
 
 def __getattr__(name):
@@ -88,6 +90,7 @@ __all__ = [
     "camera",
     "image",
     "rng",
+    "sim",
     "video",
     "ragged",
 ]

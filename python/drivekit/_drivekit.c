@@ -118,6 +118,7 @@ typedef struct {
     PyTypeObject *pool_type;
     PyTypeObject *camera_type;
     PyTypeObject *video_type;
+    PyTypeObject *scene_type;
     PyObject *exc[DKPY_EXC_COUNT];
 } dkpy_state;
 
@@ -3698,6 +3699,349 @@ static PyType_Spec video_spec = {
     .slots = video_slots,
 };
 
+/* ------------------------------------------------------------------------ */
+/* Gaussian scenes (drivekit.sim)                                            */
+/*
+ * _drivekit.Scene owns a dk_scene. Nothing modifies a scene after it is made
+ * (the arrays are exported as copies), so renders may run concurrently with
+ * the GIL released: the calling method holds a reference on the object for
+ * the duration of the call. Array arguments are C-contiguous float32 buffers
+ * of exact shapes; converting array-likes is sim.py's job.
+ */
+
+typedef struct {
+    PyObject_HEAD
+    dk_scene *s;
+} dkpy_Scene;
+
+static PyObject *scene_wrap(dkpy_state *st, dk_scene *s)
+{
+    dkpy_Scene *self = PyObject_New(dkpy_Scene, st->scene_type);
+    if (!self) {
+        dk_scene_destroy(s);
+        return NULL;
+    }
+    self->s = s;
+    return (PyObject *)self;
+}
+
+static void scene_dealloc(PyObject *obj)
+{
+    dkpy_Scene *self = (dkpy_Scene *)obj;
+    PyTypeObject *tp = Py_TYPE(obj);
+    dk_scene *s = self->s;
+    self->s = NULL;
+    if (s) {
+        Py_BEGIN_ALLOW_THREADS
+        dk_scene_destroy(s);
+        Py_END_ALLOW_THREADS
+    }
+    tp->tp_free(obj);
+    Py_DECREF(tp);
+}
+
+static Py_ssize_t scene_len(PyObject *obj)
+{
+    return (Py_ssize_t)((dkpy_Scene *)obj)->s->n;
+}
+
+static PyObject *scene_get_sh_degree(PyObject *obj, void *closure)
+{
+    (void)closure;
+    return PyLong_FromLong(((dkpy_Scene *)obj)->s->sh_degree);
+}
+
+static PyObject *scene_repr(PyObject *obj)
+{
+    const dk_scene *s = ((dkpy_Scene *)obj)->s;
+    return PyUnicode_FromFormat("drivekit.sim.Scene(%lld gaussians, sh_degree=%d)",
+                                (long long)s->n, s->sh_degree);
+}
+
+static PyObject *py_scene_load_ply(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"path", "allow_invalid", NULL};
+    dkpy_state *st = state_of_module(module);
+    PyObject *path = NULL;
+    int allow_invalid = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|p:scene_load_ply", kwlist,
+                                     PyUnicode_FSConverter, &path, &allow_invalid))
+        return NULL;
+    const char *cpath = PyBytes_AS_STRING(path);
+    dk_scene *s = NULL;
+    int rc;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_scene_load_ply(cpath, allow_invalid ? DK_PLY_ALLOW_INVALID : 0u, &s);
+    if (rc != DK_OK) msg_grab(&msg);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(path);
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    return scene_wrap(st, s);
+}
+
+/* A C-contiguous float32 buffer of exactly `count` elements. */
+static int f32_arg(dkpy_state *st, PyObject *obj, const char *what, Py_ssize_t count,
+                   Py_buffer *view)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_BufferError) && !PyErr_ExceptionMatches(PyExc_TypeError))
+            return -1;
+        PyErr_Clear();
+        dkpy_invalid(st, "%s must be a C-contiguous float32 array (use drivekit.sim, which "
+                         "converts)", what);
+        return -1;
+    }
+    const char *f = view->format ? view->format : "B";
+    if (*f == '@' || *f == '=' || *f == '<') f++;
+    if (strcmp(f, "f") != 0 || view->itemsize != 4 || view->len != count * 4) {
+        PyBuffer_Release(view);
+        dkpy_invalid(st, "%s must be a C-contiguous float32 array of %zd elements", what, count);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_scene_from_arrays(PyObject *module, PyObject *args)
+{
+    dkpy_state *st = state_of_module(module);
+    long long n;
+    int degree;
+    PyObject *objs[5];
+    if (!PyArg_ParseTuple(args, "LiOOOOO:scene_from_arrays", &n, &degree, &objs[0], &objs[1],
+                          &objs[2], &objs[3], &objs[4]))
+        return NULL;
+    if (n < 0 || n > DK_SCENE_MAX_GAUSSIANS || degree < 0 || degree > DK_SCENE_MAX_SH_DEGREE)
+        return dkpy_invalid(st, "scene_from_arrays(): n = %lld or sh_degree = %d out of range", n,
+                            degree);
+    Py_ssize_t k = (Py_ssize_t)(degree + 1) * (degree + 1);
+    static const char *const names[5] = {"means", "scales_log", "rotations_wxyz",
+                                         "opacity_logit", "sh"};
+    const Py_ssize_t per[5] = {3, 3, 4, 1, 3 * k};
+    Py_buffer views[5];
+    int got = 0;
+    for (; got < 5; got++)
+        if (f32_arg(st, objs[got], names[got], (Py_ssize_t)n * per[got], &views[got]) < 0) break;
+    if (got < 5) {
+        for (int i = 0; i < got; i++) PyBuffer_Release(&views[i]);
+        return NULL;
+    }
+    dk_scene *s = NULL;
+    int rc;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_scene_create((int64_t)n, degree, 0, &s);
+    if (rc == DK_OK) {
+        float *dst[5] = {s->means, s->scales, s->rotations, s->opacities, s->sh};
+        for (int i = 0; i < 5; i++)
+            if (views[i].len) memcpy(dst[i], views[i].buf, (size_t)views[i].len);
+    } else {
+        msg_grab(&msg);
+    }
+    Py_END_ALLOW_THREADS
+    for (int i = 0; i < 5; i++) PyBuffer_Release(&views[i]);
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    return scene_wrap(st, s);
+}
+
+static PyObject *scene_save_ply(PyObject *obj, PyObject *arg)
+{
+    dkpy_state *st = state_of_type(Py_TYPE(obj));
+    PyObject *path = NULL;
+    if (!PyUnicode_FSConverter(arg, &path)) return NULL;
+    const char *cpath = PyBytes_AS_STRING(path);
+    const dk_scene *s = ((dkpy_Scene *)obj)->s;
+    int rc;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_scene_save_ply(s, cpath);
+    if (rc != DK_OK) msg_grab(&msg);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(path);
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    Py_RETURN_NONE;
+}
+
+/* Copies of the stored (pre-activation) arrays as a dict of Tensors. */
+static PyObject *scene_arrays(PyObject *obj, PyObject *noargs)
+{
+    (void)noargs;
+    dkpy_state *st = state_of_type(Py_TYPE(obj));
+    const dk_scene *s = ((dkpy_Scene *)obj)->s;
+    static const char *const names[5] = {"means", "scales_log", "rotations_wxyz",
+                                         "opacity_logit", "sh"};
+    const float *src[5] = {s->means, s->scales, s->rotations, s->opacities, s->sh};
+    int64_t shapes[5][3] = {{s->n, 3, 0}, {s->n, 3, 0}, {s->n, 4, 0}, {s->n, 0, 0},
+                            {s->n, 3, s->sh_coeffs}};
+    const int ndims[5] = {2, 2, 2, 1, 3};
+    dk_tensor t[5];
+    memset(t, 0, sizeof t);
+    int rc = DK_OK;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    for (int i = 0; i < 5 && rc == DK_OK; i++) {
+        rc = dk_tensor_alloc(&t[i], DK_F32, ndims[i], shapes[i]);
+        if (rc == DK_OK && dk_tensor_nbytes(&t[i])) memcpy(t[i].data, src[i], dk_tensor_nbytes(&t[i]));
+    }
+    if (rc != DK_OK) {
+        msg_grab(&msg);
+        for (int i = 0; i < 5; i++) dk_tensor_release(&t[i]);
+    }
+    Py_END_ALLOW_THREADS
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    PyObject *d = PyDict_New();
+    int ok = d != NULL;
+    for (int i = 0; i < 5; i++) {
+        PyObject *v = ok ? tensor_wrap(st, &t[i]) : NULL;
+        if (!v) {
+            dk_tensor_release(&t[i]);
+            ok = 0;
+            continue;
+        }
+        if (PyDict_SetItemString(d, names[i], v) < 0) ok = 0;
+        Py_DECREF(v);
+    }
+    if (!ok) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* A rigid 4x4 pose from a C-contiguous float64 buffer of 16 values. */
+static int pose_arg(dkpy_state *st, PyObject *obj, const char *what, dk_pose *out)
+{
+    Py_buffer v;
+    if (PyObject_GetBuffer(obj, &v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_BufferError) && !PyErr_ExceptionMatches(PyExc_TypeError))
+            return -1;
+        PyErr_Clear();
+        dkpy_invalid(st, "%s must be a C-contiguous float64 4x4 array", what);
+        return -1;
+    }
+    const char *f = v.format ? v.format : "B";
+    if (*f == '@' || *f == '=' || *f == '<') f++;
+    if (strcmp(f, "d") != 0 || v.itemsize != 8 || v.len != 16 * 8) {
+        PyBuffer_Release(&v);
+        dkpy_invalid(st, "%s must be a C-contiguous float64 4x4 array", what);
+        return -1;
+    }
+    double m[16];
+    memcpy(m, v.buf, sizeof m);
+    PyBuffer_Release(&v);
+    int rc = dk_pose_from_matrix(m, out);
+    if (rc != DK_OK) {
+        dkpy_raise(st, rc, NULL);   /* nothing else ran on this thread since */
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *scene_render(PyObject *obj, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"camera", "cam_to_world", "background", "threads", "rolling_shutter",
+                             "cam_to_world_end", "want_depth", NULL};
+    dkpy_state *st = state_of_type(Py_TYPE(obj));
+    PyObject *camobj, *pose_obj, *threads = NULL, *end_obj = Py_None;
+    float bg[3] = {0, 0, 0};
+    int rolling = 0, want_depth = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|$(fff)OpOp:render", kwlist, &camobj,
+                                     &pose_obj, &bg[0], &bg[1], &bg[2], &threads, &rolling,
+                                     &end_obj, &want_depth))
+        return NULL;
+    if (!PyObject_TypeCheck(camobj, st->camera_type)) {
+        PyErr_Format(PyExc_TypeError, "render(): camera must be a drivekit.camera.Camera, not %.100s",
+                     Py_TYPE(camobj)->tp_name);
+        return NULL;
+    }
+    dk_render_config cfg;
+    dk_render_config_init(&cfg);
+    memcpy(cfg.background, bg, sizeof bg);
+    dk_pose pose;
+    if (pose_arg(st, pose_obj, "cam_to_world", &pose) < 0) return NULL;
+    if (rolling) {
+        cfg.rolling_shutter = 1;
+        if (end_obj == Py_None)
+            return dkpy_invalid(st, "render(): rolling_shutter needs cam_to_world_end");
+        if (pose_arg(st, end_obj, "cam_to_world_end", &cfg.cam_to_world_end) < 0) return NULL;
+    } else if (end_obj != Py_None) {
+        return dkpy_invalid(st, "render(): cam_to_world_end is only used with rolling_shutter=True");
+    }
+    dk_camera cam = ((dkpy_Camera *)camobj)->cam;
+    dkpy_pool_arg pa;
+    if (pool_arg(st, threads, &pa) < 0) return NULL;
+    const dk_scene *s = ((dkpy_Scene *)obj)->s;
+    int64_t shape3[3] = {cam.height, cam.width, 3};
+    dk_tensor rgb, alpha, depth;
+    memset(&rgb, 0, sizeof rgb);
+    memset(&alpha, 0, sizeof alpha);
+    memset(&depth, 0, sizeof depth);
+    int rc;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_tensor_alloc(&rgb, DK_F32, 3, shape3);
+    if (rc == DK_OK) rc = dk_tensor_alloc(&alpha, DK_F32, 2, shape3);
+    if (rc == DK_OK && want_depth) rc = dk_tensor_alloc(&depth, DK_F32, 2, shape3);
+    if (rc == DK_OK)
+        rc = dk_render_camera(s, &cam, &pose, &cfg, pa.pool, (float *)rgb.data,
+                              (float *)alpha.data, want_depth ? (float *)depth.data : NULL);
+    if (rc != DK_OK) {
+        msg_grab(&msg);
+        dk_tensor_release(&rgb);
+        dk_tensor_release(&alpha);
+        dk_tensor_release(&depth);
+    }
+    pool_arg_done(&pa);
+    Py_END_ALLOW_THREADS
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    PyObject *r = tensor_wrap(st, &rgb);
+    PyObject *a = tensor_wrap(st, &alpha);
+    PyObject *d = want_depth ? tensor_wrap(st, &depth) : Py_NewRef(Py_None);
+    if (!r || !a || !d) {
+        Py_XDECREF(r);
+        Py_XDECREF(a);
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return Py_BuildValue("(NNN)", r, a, d);
+}
+
+static PyGetSetDef scene_getset[] = {
+    {"sh_degree", scene_get_sh_degree, NULL, "SH degree of the stored colours (0..3).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef scene_methods[] = {
+    {"save_ply", scene_save_ply, METH_O, "save_ply(path) -> None (dk_scene_save_ply)"},
+    {"arrays", scene_arrays, METH_NOARGS,
+     "arrays() -> dict of Tensors (copies of the stored, pre-activation values)"},
+    {"render", DKPY_KW(scene_render),
+     "render(camera, cam_to_world, *, background=(0, 0, 0), threads=None,\n"
+     "       rolling_shutter=False, cam_to_world_end=None, want_depth=True)\n"
+     "-> (rgb Tensor (H, W, 3), alpha Tensor (H, W), depth Tensor (H, W) or None)\n\n"
+     "cam_to_world(_end): C-contiguous float64 4x4 (dk_pose_from_matrix)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot scene_slots[] = {
+    {Py_tp_doc, (void *)"A Gaussian-splat scene (dk_scene). Made by scene_load_ply or\n"
+                        "scene_from_arrays; immutable. Use drivekit.sim.Scene."},
+    {Py_tp_dealloc, (void *)scene_dealloc},
+    {Py_tp_repr, (void *)scene_repr},
+    {Py_tp_getset, scene_getset},
+    {Py_tp_methods, scene_methods},
+    {Py_sq_length, (void *)scene_len},
+    {0, NULL},
+};
+
+static PyType_Spec scene_spec = {
+    .name = "drivekit._drivekit.Scene",
+    .basicsize = sizeof(dkpy_Scene),
+    .itemsize = 0,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = scene_slots,
+};
+
 static PyMethodDef dkpy_methods[] = {
     /* drivekit.ragged (private: use the drivekit.ragged module) */
     {"ragged_index_map", py_ragged_index_map, METH_VARARGS,
@@ -3791,6 +4135,11 @@ static PyMethodDef dkpy_methods[] = {
     {"video_get_frames_multi", DKPY_KW(py_video_get_frames_multi),
      "video_get_frames_multi(videos, requests, threads=None, with_status=False, stack=-1)\n\n"
      "Frames of several Video objects in one call; requests are (video, frame) pairs."},
+    {"scene_load_ply", DKPY_KW(py_scene_load_ply),
+     "scene_load_ply(path, allow_invalid=False) -> Scene (dk_scene_load_ply)"},
+    {"scene_from_arrays", py_scene_from_arrays, METH_VARARGS,
+     "scene_from_arrays(n, sh_degree, means, scales_log, rotations_wxyz, opacity_logit, sh)\n"
+     "-> Scene; C-contiguous float32 buffers of n*3, n*3, n*4, n, n*3*K elements"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -3815,6 +4164,8 @@ static int dkpy_exec(PyObject *m)
     if (!st->camera_type || PyModule_AddType(m, st->camera_type) < 0) return -1;
     st->video_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &video_spec, NULL);
     if (!st->video_type || PyModule_AddType(m, st->video_type) < 0) return -1;
+    st->scene_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &scene_spec, NULL);
+    if (!st->scene_type || PyModule_AddType(m, st->scene_type) < 0) return -1;
 
     for (int i = 0; i < DKPY_EXC_COUNT; i++) {
         PyObject *bases = i == DKPY_EXC_ERROR
@@ -3853,6 +4204,7 @@ static int dkpy_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->pool_type);
     Py_VISIT(st->camera_type);
     Py_VISIT(st->video_type);
+    Py_VISIT(st->scene_type);
     for (int i = 0; i < DKPY_EXC_COUNT; i++) Py_VISIT(st->exc[i]);
     return 0;
 }
@@ -3865,6 +4217,7 @@ static int dkpy_clear(PyObject *m)
     Py_CLEAR(st->pool_type);
     Py_CLEAR(st->camera_type);
     Py_CLEAR(st->video_type);
+    Py_CLEAR(st->scene_type);
     for (int i = 0; i < DKPY_EXC_COUNT; i++) Py_CLEAR(st->exc[i]);
     return 0;
 }
