@@ -161,7 +161,7 @@ static void std_spec(ply_spec *sp, int n_rest)
     static const char *const base[] = { "x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
                                         "scale_0", "scale_1", "scale_2", "rot_0", "rot_1",
                                         "rot_2", "rot_3" };
-    static char rest_names[45][16];
+    static char rest_names[45][24];  /* "f_rest_" + any int */
     memset(sp, 0, sizeof *sp);
     sp->format = "binary_little_endian 1.0";
     for (int j = 0; j < 14; j++) {
