@@ -246,11 +246,56 @@ static void test_md5_rfc1321(void)
     DK_CHECK_STR(inc, whole);
 }
 
+/* A frame cache recycles evicted, unshared values of the same size, within
+ * its capacity. */
+static void test_lru_spares(void)
+{
+    int64_t live0 = dk_alloc_live();
+    dk__lru *c;
+    DK_CHECK_OK(dk__lru_create(1000, 2, &c));
+    DK_CHECK(dk__lru_take_spare(c, 100) == NULL);
+    dk_buffer *held = NULL;
+    int recycled = 0;
+    for (int i = 0; i < 100; i++) {
+        dk_buffer *b = dk__lru_take_spare(c, 100);
+        if (b) {
+            recycled++;
+            DK_CHECK_EQ_INT(dk_buffer_refcount(b), 1);
+            DK_CHECK_EQ_INT((int64_t)dk_buffer_size(b), 100);
+        } else {
+            DK_CHECK_OK(dk_buffer_alloc(100, 0, &b));
+        }
+        memset(dk_buffer_data(b), i, 100);
+        dk__lru_put(c, (uint64_t)i, b, 100);
+        if (i == 50) held = dk_buffer_ref(b);
+        dk_buffer_unref(b);
+        DK_CHECK(dk__lru_bytes(c) <= 1000);
+    }
+    DK_CHECK(recycled > 50);
+    /* A value still held elsewhere is never recycled. */
+    DK_CHECK_EQ_INT(((uint8_t *)dk_buffer_data(held))[0], 50);
+    DK_CHECK_EQ_INT(dk_buffer_refcount(held), 1);
+    dk_buffer_unref(held);
+    dk_buffer *x = dk__lru_get(c, 99);
+    DK_CHECK(x != NULL);
+    DK_CHECK_EQ_INT(((uint8_t *)dk_buffer_data(x))[0], 99);
+    dk_buffer_unref(x);
+    /* A value as large as the capacity makes the spares give way. */
+    dk_buffer *big;
+    DK_CHECK_OK(dk_buffer_alloc(1000, 0, &big));
+    DK_CHECK_EQ_INT(dk__lru_put(c, 1000, big, 1000), 1);
+    dk_buffer_unref(big);
+    DK_CHECK(dk__lru_bytes(c) <= 1000);
+    DK_CHECK(dk__lru_take_spare(c, 100) == NULL);
+    dk__lru_destroy(c);
+    DK_CHECK_EQ_INT(dk_alloc_live(), live0);
+}
+
 static void test_lru_bounds(void)
 {
     int64_t live0 = dk_alloc_live();
     dk__lru *c;
-    DK_CHECK_OK(dk__lru_create(1000, &c));
+    DK_CHECK_OK(dk__lru_create(1000, 0, &c));
     for (int i = 0; i < 100; i++) {
         dk_buffer *b;
         DK_CHECK_OK(dk_buffer_alloc(100 + (size_t)(i % 5) * 50, 0, &b));
@@ -1123,6 +1168,7 @@ int main(int argc, char **argv)
         DK_TEST(test_work_ratio),
         DK_TEST(test_rgb_matches_ffmpeg),
         DK_TEST(test_nv12_and_resize),
+        DK_TEST(test_lru_spares),
         DK_TEST(test_frame_cache),
         DK_TEST(test_multi),
         DK_TEST(test_index_persistence),

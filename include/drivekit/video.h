@@ -39,7 +39,9 @@
  *
  * Sequential readers: a request whose first frame follows the previous
  * request's last one also decodes the rest of that GOP into the frame cache,
- * so reading frame by frame costs about one decode per frame.
+ * so reading frame by frame costs about one decode per frame. The frames
+ * such a request returns are not themselves cached (a sequential reader does
+ * not ask for them again); other requests cache what they return.
  *
  * Example:
  *     dk_video_config cfg; dk_video_config_init(&cfg);

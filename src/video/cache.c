@@ -10,6 +10,16 @@
  * capacity: an insert evicts from the cold end first, and a value larger than
  * the whole capacity is not stored. Evicted values are released after the
  * lock is dropped, since releasing a segment frees many packets.
+ *
+ * A cache created with spares > 0 (the frame cache) recycles: an evicted
+ * value that nobody else holds (refcount 1) and whose size matches what is
+ * being inserted is kept, up to `spares` of them, and handed out again by
+ * dk__lru_take_spare, so a full cache of same-sized frames stops paying an
+ * allocation, page faults and a free per frame. Spares are charged to the
+ * capacity like entries (the cache then holds one entry fewer), are the
+ * first thing dropped when room is needed, and are only ever used by one
+ * owner at a time: a spare is unreachable from the map, and only the thread
+ * that takes it gets it.
  */
 #include <pthread.h>
 #include <string.h>
@@ -27,6 +37,8 @@ typedef struct lru_ent {
 struct dk__lru {
     pthread_mutex_t mu;
     size_t cap, used, count;
+    dk_buffer *spare[DK__LRU_MAX_SPARES];
+    size_t n_spare, max_spare, spare_bytes;
     lru_ent **buckets;
     size_t n_buckets;              /* power of two */
     lru_ent head;                  /* sentinel of the recency list */
@@ -37,7 +49,7 @@ static size_t bucket_of(const dk__lru *c, uint64_t key)
     return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (c->n_buckets - 1);
 }
 
-int dk__lru_create(size_t capacity, dk__lru **out)
+int dk__lru_create(size_t capacity, int spares, dk__lru **out)
 {
     *out = NULL;
     dk__lru *c = dk_calloc(1, sizeof *c);
@@ -50,6 +62,7 @@ int dk__lru_create(size_t capacity, dk__lru **out)
         return dk__error(DK_ENOMEM, __func__, "out of memory");
     }
     c->cap = capacity;
+    c->max_spare = spares <= 0 ? 0 : spares > DK__LRU_MAX_SPARES ? DK__LRU_MAX_SPARES : (size_t)spares;
     c->head.prev = c->head.next = &c->head;
     *out = c;
     return DK_OK;
@@ -65,6 +78,7 @@ void dk__lru_destroy(dk__lru *c)
         dk_free(e);
         e = n;
     }
+    for (size_t i = 0; i < c->n_spare; i++) dk_buffer_unref(c->spare[i]);
     pthread_mutex_destroy(&c->mu);
     dk_free(c->buckets);
     dk_free(c);
@@ -156,6 +170,8 @@ int dk__lru_put(dk__lru *c, uint64_t key, dk_buffer *b, size_t bytes)
     ne->val = dk_buffer_ref(b);
     ne->bytes = bytes;
     lru_ent *victims = NULL;
+    dk_buffer *drop[DK__LRU_MAX_SPARES];
+    size_t n_drop = 0;
     pthread_mutex_lock(&c->mu);
     if (find(c, key)) {
         pthread_mutex_unlock(&c->mu);
@@ -163,14 +179,28 @@ int dk__lru_put(dk__lru *c, uint64_t key, dk_buffer *b, size_t bytes)
         dk_free(ne);
         return 0;
     }
-    while (c->used + bytes > c->cap && c->head.prev != &c->head) {
-        lru_ent *v = c->head.prev;
-        list_unlink(v);
-        hash_remove(c, v);
-        c->used -= v->bytes;
-        c->count--;
-        v->hnext = victims;
-        victims = v;
+    /* Room for the value, and, when a spare could be kept, for one more of
+       its size: evicting makes a victim of the right size likely. */
+    int want_spare = c->n_spare < c->max_spare && c->cap - bytes >= bytes;
+    size_t need = want_spare ? 2 * bytes : bytes;
+    while (c->used + c->spare_bytes + need > c->cap) {
+        if (c->head.prev != &c->head) {
+            lru_ent *v = c->head.prev;
+            list_unlink(v);
+            hash_remove(c, v);
+            c->used -= v->bytes;
+            c->count--;
+            v->hnext = victims;
+            victims = v;
+        } else if (need > bytes) {
+            need = bytes;
+        } else if (c->n_spare) {   /* spares give way to the value itself */
+            dk_buffer *sp = c->spare[--c->n_spare];
+            c->spare_bytes -= dk_buffer_size(sp);
+            drop[n_drop++] = sp;
+        } else {
+            break;
+        }
     }
     maybe_grow(c);
     size_t k = bucket_of(c, key);
@@ -179,6 +209,20 @@ int dk__lru_put(dk__lru *c, uint64_t key, dk_buffer *b, size_t bytes)
     list_push_front(c, ne);
     c->used += bytes;
     c->count++;
+    /* Victims nobody else holds (no new reference can be taken once a value
+       left the map) become spares while they fit. */
+    for (lru_ent **pp = &victims; *pp && c->n_spare < c->max_spare;) {
+        lru_ent *v = *pp;
+        if (dk_buffer_refcount(v->val) == 1 && dk_buffer_size(v->val) == v->bytes &&
+            c->used + c->spare_bytes + v->bytes <= c->cap) {
+            c->spare[c->n_spare++] = v->val;
+            c->spare_bytes += v->bytes;
+            *pp = v->hnext;
+            dk_free(v);
+        } else {
+            pp = &v->hnext;
+        }
+    }
     pthread_mutex_unlock(&c->mu);
     while (victims) {
         lru_ent *n = victims->hnext;
@@ -186,14 +230,31 @@ int dk__lru_put(dk__lru *c, uint64_t key, dk_buffer *b, size_t bytes)
         dk_free(victims);
         victims = n;
     }
+    for (size_t i = 0; i < n_drop; i++) dk_buffer_unref(drop[i]);
     return 1;
+}
+
+dk_buffer *dk__lru_take_spare(dk__lru *c, size_t bytes)
+{
+    if (!c || !c->max_spare) return NULL;
+    dk_buffer *b = NULL;
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = c->n_spare; i-- > 0;) {
+        if (dk_buffer_size(c->spare[i]) != bytes) continue;
+        b = c->spare[i];
+        c->spare[i] = c->spare[--c->n_spare];
+        c->spare_bytes -= bytes;
+        break;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return b;
 }
 
 size_t dk__lru_bytes(dk__lru *c)
 {
     if (!c) return 0;
     pthread_mutex_lock(&c->mu);
-    size_t u = c->used;
+    size_t u = c->used + c->spare_bytes;
     pthread_mutex_unlock(&c->mu);
     return u;
 }

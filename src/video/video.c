@@ -31,7 +31,10 @@
  * Sequential readers (each request starting right after the previous one's
  * last frame) get read-ahead: the rest of the last target's GOP is decoded
  * into the frame cache, so reading a video frame by frame costs one decode
- * per frame rather than one GOP prefix per frame.
+ * per frame rather than one GOP prefix per frame. The frames such a reader
+ * asked for are not cached (it will not ask again); other requests cache
+ * theirs, up to a quarter of the cache. Frame buffers the full cache evicts
+ * are recycled (cache.c spares) rather than freed and allocated again.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -747,7 +750,8 @@ static void handle_frame(runctx *c, AVFrame *f)
     t->got = 1;
     c->n_got++;
     if (!t->dst) {
-        if (dk_buffer_alloc(c->rq->fbytes, 0, &t->buf) != DK_OK) {
+        t->buf = dk__lru_take_spare(v->fcache, c->rq->fbytes);
+        if (!t->buf && dk_buffer_alloc(c->rq->fbytes, 0, &t->buf) != DK_OK) {
             dk_errmsg_clear();
             t->status = DK_ENOMEM;
             t->why = "out of memory";
@@ -1238,8 +1242,10 @@ static int engine(const char *fn, dk_video *const *videos, int n_videos, dk_pool
         vreq *rq = &rqs[j];
         dk_video *v = rq->v;
         /* A request bigger than the cache would only churn it: cache its
-           frames up to a quarter of the capacity. */
-        size_t budget = v->cfg.frame_cache_bytes / 4;
+           frames up to a quarter of the capacity. A sequential reader will
+           not ask for the frames it just got again: only its read-ahead
+           frames are cached. */
+        size_t budget = rq->sequential ? 0 : v->cfg.frame_cache_bytes / 4;
         for (int64_t k = 0; k < rq->n_tg; k++) {
             vtarget *t = &rq->tg[k];
             if (t->i1 == t->i0) {   /* read-ahead */
@@ -1258,8 +1264,8 @@ static int engine(const char *fn, dk_video *const *videos, int n_videos, dk_pool
             }
             if (!t->status && v->fcache && budget >= rq->fbytes) {
                 budget -= rq->fbytes;
-                dk_buffer *b;
-                if (dk_buffer_alloc(rq->fbytes, 0, &b) == DK_OK) {
+                dk_buffer *b = dk__lru_take_spare(v->fcache, rq->fbytes);
+                if (b || dk_buffer_alloc(rq->fbytes, 0, &b) == DK_OK) {
                     memcpy(dk_buffer_data(b), src, rq->fbytes);
                     dk__lru_put(v->fcache, fkey(rq->out, t->frame), b, rq->fbytes);
                     dk_buffer_unref(b);
@@ -1546,10 +1552,11 @@ static int video_open(const char *path, const void *mem, size_t mem_size,
                        ix->pix_fmt);
         goto fail;
     }
-    if (cfg.frame_cache_bytes && (st = dk__lru_create(cfg.frame_cache_bytes, &v->fcache)) != DK_OK)
+    if (cfg.frame_cache_bytes &&
+        (st = dk__lru_create(cfg.frame_cache_bytes, DK__LRU_MAX_SPARES, &v->fcache)) != DK_OK)
         goto fail;
     if (cfg.packet_cache_bytes &&
-        (st = dk__lru_create(cfg.packet_cache_bytes, &v->pcache)) != DK_OK)
+        (st = dk__lru_create(cfg.packet_cache_bytes, 0, &v->pcache)) != DK_OK)
         goto fail;
 
     dk_video_info *in = &v->info;

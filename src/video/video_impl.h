@@ -136,7 +136,10 @@ static inline int dk__vindex_action(const dk__vindex *ix, int64_t start, int64_t
 
 typedef struct dk__lru dk__lru;
 
-int dk__lru_create(size_t capacity, dk__lru **out);
+#define DK__LRU_MAX_SPARES 4
+/* `spares` > 0 keeps up to that many evicted, unshared values for reuse
+ * (see dk__lru_take_spare); their bytes count against the capacity. */
+int dk__lru_create(size_t capacity, int spares, dk__lru **out);
 void dk__lru_destroy(dk__lru *c);
 /* A new reference to the value under `key`, moved to the front; NULL on a miss. */
 dk_buffer *dk__lru_get(dk__lru *c, uint64_t key);
@@ -146,6 +149,10 @@ int dk__lru_contains(dk__lru *c, uint64_t key);
  * the capacity, and keys already present, are not stored. Returns 1 when
  * stored. */
 int dk__lru_put(dk__lru *c, uint64_t key, dk_buffer *b, size_t bytes);
+/* A recycled value of exactly `bytes` bytes, owned by the caller (refcount
+ * 1, contents stale), or NULL. */
+dk_buffer *dk__lru_take_spare(dk__lru *c, size_t bytes);
+/* Bytes charged: entries plus spares; never above the capacity. */
 size_t dk__lru_bytes(dk__lru *c);
 size_t dk__lru_count(dk__lru *c);
 
