@@ -7,6 +7,8 @@ PYTHON     ?= /usr/bin/python3
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
 # Warnings are errors in every Makefile build, so local builds fail where CI would.
+# cmake --build runs make underneath: keep its directory chatter out of the output.
+MAKEFLAGS += --no-print-directory
 CMAKE_FLAGS = -DCMAKE_BUILD_TYPE=Release -DDK_FATAL_WARNINGS=ON -DPython3_EXECUTABLE=$(PYTHON) $(CMAKE_ARGS)
 
 .PHONY: all build setup test test-c test-python asan demo bench fuzz clean
