@@ -385,6 +385,10 @@ static int dec_create(dk_video *v, const char *fn, vdec **out)
                          av_why(ret, e, sizeof e));
     }
     d->cc->pkt_timebase = st->time_base;
+    /* The decoder's own complaints about damaged data (error level and
+       below) are demoted to verbose: drivekit reports every affected frame
+       itself, with file and frame, and must not write to stderr. */
+    d->cc->log_level_offset = AV_LOG_VERBOSE - AV_LOG_ERROR;
     d->cc->thread_count = v->cfg.decoder_threads;
     d->cc->thread_type = FF_THREAD_FRAME | FF_THREAD_SLICE;
     /* Frames the decoder itself distrusts are not output (never a stale or
