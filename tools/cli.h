@@ -22,6 +22,21 @@ int cli_parse_fraction(const char *s, int *num, int *den);
 int cli_parse_size(const char *s, int *w, int *h);
 /* Parses a base-10 integer in [lo, hi]; 0 on success. */
 int cli_parse_int(const char *s, long lo, long hi, long *out);
+/* Parses a finite number in [lo, hi], the whole string; 0 on success. */
+int cli_parse_double(const char *s, double lo, double hi, double *out);
+/* Default --threads: the online CPUs, clamped to [1, 256]. */
+int cli_default_threads(void);
+
+/* A subcommand: run(argc, argv) with argv[0] = its own name. */
+typedef struct cli_subcommand {
+    const char *name;
+    int (*run)(int argc, char **argv);
+} cli_subcommand;
+
+/* Dispatches argv[1] of command `cmd` (argv[0]) to its entry in subs, or prints
+ * help() for --help, -h and help; anything else is a usage error (2). */
+int cli_dispatch(const char *cmd, const char *usage, void (*help)(void),
+                 const cli_subcommand *subs, size_t n_subs, int argc, char **argv);
 
 int cmd_image(int argc, char **argv);
 int cmd_world(int argc, char **argv);

@@ -26,9 +26,9 @@ static void print_help(void)
 
 static int image_info(int argc, char **argv)
 {
-    if (argc < 1) return cli_usage_error("image info", usage, "no file given");
+    if (argc < 2) return cli_usage_error("image info", usage, "no file given");
     int rc = CLI_OK;
-    for (int i = 0; i < argc; i++) {
+    for (int i = 1; i < argc; i++) {
         uint8_t *data;
         size_t size;
         int st = dk_file_read(argv[i], &data, &size);
@@ -113,12 +113,6 @@ static int image_convert(int argc, char **argv)
 
 int cmd_image(int argc, char **argv)
 {
-    if (argc < 2) return cli_usage_error("image", usage, "missing subcommand");
-    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        print_help();
-        return CLI_OK;
-    }
-    if (!strcmp(argv[1], "info")) return image_info(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "convert")) return image_convert(argc - 1, argv + 1);
-    return cli_usage_error("image", usage, "unknown subcommand '%s'", argv[1]);
+    static const cli_subcommand subs[] = {{"info", image_info}, {"convert", image_convert}};
+    return cli_dispatch("image", usage, print_help, subs, sizeof subs / sizeof subs[0], argc, argv);
 }

@@ -10,6 +10,7 @@
 #define _POSIX_C_SOURCE 200809L   /* clock_gettime, sysconf */
 
 #include <errno.h>
+#include <float.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
@@ -56,23 +57,6 @@ static void print_help(void)
 enum { OPT_PLY = 256, OPT_OUT, OPT_CAMERA, OPT_WIDTH, OPT_HEIGHT, OPT_FOV, OPT_POSE, OPT_THREADS,
        OPT_HELP };
 
-static int default_threads(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
-}
-
-/* A finite double, the whole string. */
-static int parse_double(const char *s, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || *end || errno || !isfinite(v)) return -1;
-    *out = v;
-    return 0;
-}
-
 /* "x,y,z,yaw". */
 static int parse_pose(const char *s, double v[4])
 {
@@ -85,7 +69,7 @@ static int parse_pose(const char *s, double v[4])
         char *comma = strchr(p, ',');
         if ((i < 3) != (comma != NULL)) return -1;
         if (comma) *comma = '\0';
-        if (parse_double(p, &v[i])) return -1;
+        if (cli_parse_double(p, -DBL_MAX, DBL_MAX, &v[i])) return -1;
         p = comma ? comma + 1 : p;
     }
     return 0;
@@ -127,7 +111,7 @@ static int sim_render(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *cmd = "sim render", *ply = NULL, *out = NULL, *model = "pinhole";
-    long width = 960, height = 540, threads = default_threads();
+    long width = 960, height = 540, threads = cli_default_threads();
     double fov = 0, pose_v[4] = {0, 0, 0, 0};
     int c;
     optind = 1;
@@ -152,7 +136,7 @@ static int sim_render(int argc, char **argv)
                 return cli_usage_error(cmd, usage, "bad --height '%s' (1..16384)", optarg);
             break;
         case OPT_FOV:
-            if (parse_double(optarg, &fov) || fov <= 0)
+            if (cli_parse_double(optarg, -DBL_MAX, DBL_MAX, &fov) || fov <= 0)
                 return cli_usage_error(cmd, usage, "bad --fov '%s' (degrees > 0)", optarg);
             break;
         case OPT_POSE:
@@ -253,11 +237,6 @@ static int sim_render(int argc, char **argv)
 
 int cmd_sim(int argc, char **argv)
 {
-    if (argc < 2) return cli_usage_error("sim", usage, "no subcommand given");
-    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
-        print_help();
-        return CLI_OK;
-    }
-    if (!strcmp(argv[1], "render")) return sim_render(argc - 1, argv + 1);
-    return cli_usage_error("sim", usage, "unknown subcommand '%s'", argv[1]);
+    static const cli_subcommand subs[] = {{"render", sim_render}};
+    return cli_dispatch("sim", usage, print_help, subs, sizeof subs / sizeof subs[0], argc, argv);
 }

@@ -69,12 +69,6 @@ typedef struct vopts {
     int json, keyframes;
 } vopts;
 
-static int default_threads(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
-}
-
 /* Parses "W x H" where one side may be 0 (keep the aspect ratio). */
 static int parse_size0(const char *s, int *w, int *h)
 {
@@ -109,7 +103,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, unsigned allowed, 
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof *o);
-    o->threads = default_threads();
+    o->threads = cli_default_threads();
     int c, idx = -1;
     optind = 1;
     opterr = 0;
@@ -607,13 +601,7 @@ done:
 
 int cmd_video(int argc, char **argv)
 {
-    if (argc < 2) return cli_usage_error("video", usage, "missing subcommand");
-    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
-        print_help();
-        return CLI_OK;
-    }
-    if (!strcmp(argv[1], "info")) return video_info(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "framemd5")) return video_framemd5(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "extract")) return video_extract(argc - 1, argv + 1);
-    return cli_usage_error("video", usage, "unknown subcommand '%s'", argv[1]);
+    static const cli_subcommand subs[] = {
+        {"info", video_info}, {"framemd5", video_framemd5}, {"extract", video_extract}};
+    return cli_dispatch("video", usage, print_help, subs, sizeof subs / sizeof subs[0], argc, argv);
 }

@@ -66,23 +66,6 @@ static void print_conditions_help(void)
            "  --threads T        worker threads, caller included; default: online CPUs\n");
 }
 
-static int parse_double(const char *s, double lo, double hi, double *out)
-{
-    if (!s || !*s) return -1;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || *end || !isfinite(v) || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
-static int default_threads(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
-}
-
 static double now_seconds(void)
 {
     struct timespec ts;
@@ -150,7 +133,7 @@ static int world_generate(int argc, char **argv)
     };
     const char *cmd = "world generate";
     const char *out = NULL;
-    long seed = 1, scenes = 1, width = 1600, height = 900, threads = default_threads();
+    long seed = 1, scenes = 1, width = 1600, height = 900, threads = cli_default_threads();
     long quality = 90, crf = 23;
     double seconds = 20.0, keyframe_hz = 2.0;
     int video = 1, save = 0;
@@ -168,7 +151,7 @@ static int world_generate(int argc, char **argv)
                 return cli_usage_error(cmd, usage, "bad --seed '%s' (0..2147483647)", optarg);
             break;
         case OPT_SECONDS:
-            if (parse_double(optarg, 0.5, 3600, &seconds))
+            if (cli_parse_double(optarg, 0.5, 3600, &seconds))
                 return cli_usage_error(cmd, usage, "bad --seconds '%s' (0.5..3600)", optarg);
             break;
         case OPT_SCENES:
@@ -213,7 +196,7 @@ static int world_generate(int argc, char **argv)
             break;
         case OPT_VERSION: version = optarg; break;
         case OPT_KEYFRAME:
-            if (parse_double(optarg, 0.01, 100, &keyframe_hz))
+            if (cli_parse_double(optarg, 0.01, 100, &keyframe_hz))
                 return cli_usage_error(cmd, usage, "bad --keyframe-hz '%s'", optarg);
             break;
         case OPT_HELP: print_generate_help(); return CLI_OK;
@@ -346,7 +329,7 @@ static int world_conditions(int argc, char **argv)
     dk_conditions_config cc;
     dk_conditions_config_init(&cc);
     const char *scenario = NULL, *out = NULL;
-    long width = cc.width, height = cc.height, crf = cc.crf, threads = default_threads();
+    long width = cc.width, height = cc.height, crf = cc.crf, threads = cli_default_threads();
     double fps = cc.fps, fov = 0;
     int c;
     optind = 1;
@@ -364,11 +347,11 @@ static int world_conditions(int argc, char **argv)
                 return cli_usage_error(cmd, usage, "bad --height '%s' (16..8192)", optarg);
             break;
         case OPT_FPS:
-            if (parse_double(optarg, 0.1, 240, &fps))
+            if (cli_parse_double(optarg, 0.1, 240, &fps))
                 return cli_usage_error(cmd, usage, "bad --fps '%s' (0.1..240)", optarg);
             break;
         case OPT_FTHETA:
-            if (parse_double(optarg, 1, 359, &fov))
+            if (cli_parse_double(optarg, 1, 359, &fov))
                 return cli_usage_error(cmd, usage, "bad --ftheta '%s' (degrees, 1..359)", optarg);
             break;
         case OPT_CRF:
@@ -436,12 +419,7 @@ done:
 
 int cmd_world(int argc, char **argv)
 {
-    if (argc < 2) return cli_usage_error("world", usage, "missing subcommand");
-    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
-        print_help();
-        return CLI_OK;
-    }
-    if (!strcmp(argv[1], "generate")) return world_generate(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "conditions")) return world_conditions(argc - 1, argv + 1);
-    return cli_usage_error("world", usage, "unknown subcommand '%s'", argv[1]);
+    static const cli_subcommand subs[] = {{"generate", world_generate},
+                                          {"conditions", world_conditions}};
+    return cli_dispatch("world", usage, print_help, subs, sizeof subs / sizeof subs[0], argc, argv);
 }

@@ -1,10 +1,13 @@
 /*
  * The drivekit command: one subcommand per module.
  */
+#define _POSIX_C_SOURCE 200809L   /* sysconf */
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <libavutil/log.h>
 
@@ -67,6 +70,36 @@ int cli_parse_int(const char *s, long lo, long hi, long *out)
     if (errno || *end || v < lo || v > hi) return -1;
     *out = v;
     return 0;
+}
+
+int cli_dispatch(const char *cmd, const char *usage, void (*help)(void),
+                 const cli_subcommand *subs, size_t n_subs, int argc, char **argv)
+{
+    if (argc < 2) return cli_usage_error(cmd, usage, "missing subcommand");
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        help();
+        return CLI_OK;
+    }
+    for (size_t i = 0; i < n_subs; i++)
+        if (!strcmp(argv[1], subs[i].name)) return subs[i].run(argc - 1, argv + 1);
+    return cli_usage_error(cmd, usage, "unknown subcommand '%s'", argv[1]);
+}
+
+int cli_parse_double(const char *s, double lo, double hi, double *out)
+{
+    if (!s || !*s) return -1;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v) || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+int cli_default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
 }
 
 int cli_parse_fraction(const char *s, int *num, int *den)
