@@ -821,6 +821,73 @@ static void test_render_rolling_shutter(void)
     DK_CHECK_EQ_INT(dk_alloc_live(), live);
 }
 
+static void test_actor_tracks(void)
+{
+    int64_t live = dk_alloc_live();
+    dk_scene *s;
+    DK_CHECK_OK(dk_scene_create(2, 0, DK_SCENE_ACTOR_ID, &s));
+    DK_CHECK_EQ_INT(dk_scene_actor_track_count(s), 0);
+    dk_pose p;
+    DK_CHECK_STATUS(dk_scene_actor_pose(s, 3, 0.0, &p), DK_ENOENT);
+    double times[3] = { 0.0, 1.0, 2.0 };
+    dk_pose poses[3] = { dk_pose_from_yaw(0, 0, 0, 0), dk_pose_from_yaw(10, 0, 0, 0),
+                         dk_pose_from_yaw(10, 10, 0, 1.0) };
+    DK_CHECK_OK(dk_scene_set_actor_track(s, 7, 3, times, poses));
+    DK_CHECK_OK(dk_scene_set_actor_track(s, 3, 1, times, poses));
+    DK_CHECK_EQ_INT(dk_scene_actor_track_count(s), 2);
+    int32_t ids[4];
+    DK_CHECK_EQ_INT(dk_scene_actor_track_ids(s, ids, 4), 2);
+    DK_CHECK_EQ_INT(ids[0], 3);
+    DK_CHECK_EQ_INT(ids[1], 7);
+    /* Interpolation, holding before and after the track. */
+    DK_CHECK_OK(dk_scene_actor_pose(s, 7, 0.25, &p));
+    DK_CHECK_NEAR(p.t[0], 2.5, 1e-12);
+    DK_CHECK_OK(dk_scene_actor_pose(s, 7, 1.5, &p));
+    DK_CHECK_NEAR(p.t[1], 5.0, 1e-12);
+    DK_CHECK_NEAR(dk_pose_yaw(&p), 0.5, 1e-9);
+    DK_CHECK_OK(dk_scene_actor_pose(s, 7, -4.0, &p));
+    DK_CHECK_NEAR(p.t[0], 0.0, 1e-12);
+    DK_CHECK_OK(dk_scene_actor_pose(s, 7, 9.0, &p));
+    DK_CHECK_NEAR(dk_pose_yaw(&p), 1.0, 1e-9);
+    DK_CHECK_STATUS(dk_scene_actor_pose(s, 7, NAN, &p), DK_EINVAL);
+    /* Replacing keeps one track per id. */
+    DK_CHECK_OK(dk_scene_set_actor_track(s, 7, 1, times + 2, poses + 2));
+    DK_CHECK_EQ_INT(dk_scene_actor_track_count(s), 2);
+    int n;
+    const double *tt;
+    const dk_pose *pp;
+    DK_CHECK_OK(dk_scene_actor_track(s, 7, &n, &tt, &pp));
+    DK_CHECK_EQ_INT(n, 1);
+    DK_CHECK_NEAR(tt[0], 2.0, 0);
+    /* Bad keyframes leave the scene unchanged and name the keyframe. */
+    double bad_times[2] = { 1.0, 1.0 };
+    DK_CHECK_STATUS(dk_scene_set_actor_track(s, 7, 2, bad_times, poses), DK_EINVALIDDATA);
+    DK_CHECK_CONTAINS(dk_errmsg(), "keyframe 1");
+    dk_pose skew = poses[0];
+    skew.q[0] = 0.5;
+    DK_CHECK_STATUS(dk_scene_set_actor_track(s, 7, 1, times, &skew), DK_EINVALIDDATA);
+    DK_CHECK_CONTAINS(dk_errmsg(), "rigid");
+    skew.q[0] = NAN;
+    DK_CHECK_STATUS(dk_scene_set_actor_track(s, 7, 1, times, &skew), DK_EINVALIDDATA);
+    DK_CHECK_STATUS(dk_scene_set_actor_track(s, -1, 1, times, poses), DK_EINVAL);
+    DK_CHECK_STATUS(dk_scene_set_actor_track(s, 1, 0, times, poses), DK_EINVAL);
+    DK_CHECK_OK(dk_scene_actor_track(s, 7, &n, &tt, &pp));
+    DK_CHECK_EQ_INT(n, 1);
+    DK_CHECK_OK(dk_scene_remove_actor_track(s, 3));
+    DK_CHECK_STATUS(dk_scene_remove_actor_track(s, 3), DK_ENOENT);
+    DK_CHECK_EQ_INT(dk_scene_actor_track_count(s), 1);
+    dk_scene_destroy(s);
+    DK_CHECK_EQ_INT(dk_alloc_live(), live);
+}
+
+/* Tests of the other src/sim parts, in their own files. */
+extern const dk_test_case dk_tests_sim_lidar[];
+extern const size_t dk_tests_sim_lidar_count;
+extern const dk_test_case dk_tests_sim_world[];
+extern const size_t dk_tests_sim_world_count;
+extern const dk_test_case dk_tests_sim_loop[];
+extern const size_t dk_tests_sim_loop_count;
+
 int main(int argc, char **argv)
 {
     static const dk_test_case cases[] = {
@@ -837,6 +904,21 @@ int main(int argc, char **argv)
         DK_TEST(test_render_hostile_values),
         DK_TEST(test_render_threads_invariant),
         DK_TEST(test_render_rolling_shutter),
+        DK_TEST(test_actor_tracks),
     };
-    return dk_test_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
+    const dk_test_case *parts[] = { cases, dk_tests_sim_lidar, dk_tests_sim_world, dk_tests_sim_loop };
+    size_t counts[] = { sizeof cases / sizeof cases[0], dk_tests_sim_lidar_count,
+                        dk_tests_sim_world_count, dk_tests_sim_loop_count };
+    size_t total = 0;
+    for (size_t i = 0; i < 4; i++) total += counts[i];
+    dk_test_case *all = malloc((total + 1) * sizeof *all);
+    if (!all) return 1;
+    size_t at = 0;
+    for (size_t i = 0; i < 4; i++) {
+        if (counts[i]) memcpy(all + at, parts[i], counts[i] * sizeof *all);
+        at += counts[i];
+    }
+    int rc = dk_test_main(argc, argv, all, total);
+    free(all);
+    return rc;
 }

@@ -78,6 +78,7 @@ typedef struct dk_scene {
     float *lidar_intensity; /* n or NULL */
     float *lidar_raydrop;   /* n or NULL */
     int32_t *actor_id;      /* n or NULL */
+    struct dk_scene_actors *actors;  /* private: actor tracks (dk_scene_set_actor_track) */
 } dk_scene;
 
 /** Allocates a scene of n zero-filled Gaussians (every array owned by the
@@ -95,6 +96,46 @@ DK_API void dk_scene_destroy(dk_scene *s);
  *  or DK_EINVALIDDATA naming the Gaussian and field
  *  ("dk_scene_validate(): gaussian 17: scale_1 is inf"). */
 DK_API int dk_scene_validate(const dk_scene *s);
+
+/* ------------------------------------------------------------------------ */
+/* Actors: rigid per-actor poses over time                                   */
+
+/* A Gaussian with actor_id a >= 0 stores its mean and rotation in actor a's
+ * local frame; at time t the renderers place it with actor_to_world(t) from
+ * the actor's track (mean' = R mean + t, rotation' = q_actor * q). A Gaussian
+ * whose actor has no track, and every Gaussian with actor_id -1, is static:
+ * its stored values are world coordinates. Times are seconds on any clock
+ * shared with the render calls (dk_render_config.time). */
+
+/** Largest number of tracked actors in one scene. */
+#define DK_SCENE_MAX_ACTORS 65536
+
+/** Sets (replaces) actor `actor_id`'s track: n >= 1 keyframes at strictly
+ *  increasing finite `times` with rigid poses actor_to_world (unit
+ *  quaternions within 1e-6, finite translations; stored normalised). Between
+ *  keyframes the pose is interpolated (translation lerp, rotation slerp);
+ *  before the first and after the last it is held. Returns DK_EINVAL (NULL
+ *  arguments, actor_id < 0, n < 1), DK_EINVALIDDATA naming the keyframe
+ *  ("keyframe 3: time 0.2 is not after 0.25", "keyframe 0: quaternion norm
+ *  0.5 is not 1"), DK_ERANGE (more than DK_SCENE_MAX_ACTORS tracks),
+ *  DK_ENOMEM. On error the scene is unchanged. Not thread-safe against
+ *  concurrent renders of the same scene. */
+DK_API int dk_scene_set_actor_track(dk_scene *s, int32_t actor_id, int n, const double *times,
+                                    const dk_pose *poses);
+/** Removes actor `actor_id`'s track (its Gaussians become static). DK_ENOENT
+ *  if it has none, DK_EINVAL for NULL. */
+DK_API int dk_scene_remove_actor_track(dk_scene *s, int32_t actor_id);
+/** Actor `actor_id`'s pose at time t (see above). DK_ENOENT if the actor has
+ *  no track (*out = identity), DK_EINVAL for NULL arguments or non-finite t. */
+DK_API int dk_scene_actor_pose(const dk_scene *s, int32_t actor_id, double t, dk_pose *out);
+/** Number of tracks; dk_scene_actor_track_ids writes up to `cap` of their
+ *  ids in ascending order and returns the count. */
+DK_API int dk_scene_actor_track_count(const dk_scene *s);
+DK_API int dk_scene_actor_track_ids(const dk_scene *s, int32_t *ids, int cap);
+/** Keyframes of one track: *n, and pointers valid until the track changes.
+ *  DK_ENOENT if none. */
+DK_API int dk_scene_actor_track(const dk_scene *s, int32_t actor_id, int *n,
+                                const double **times, const dk_pose **poses);
 
 /* ------------------------------------------------------------------------ */
 /* PLY I/O (3DGS layout)                                                     */
@@ -164,6 +205,15 @@ typedef struct dk_render_config {
     int rolling_shutter;
     dk_pose cam_to_world_end;   /* default identity */
     int rs_iterations;          /* 1..100, default 5 */
+    /* Time of the exposure (global shutter) or of the start of the readout
+       (rolling shutter), seconds: tracked actors are placed with their pose
+       at this time (dk_scene_set_actor_track). Default 0. */
+    double time;
+    /* Rolling shutter only: seconds from the first to the last readout; a
+       Gaussian read out at shutter fraction u (dk_camera_shutter_time) sees
+       tracked actors at time + u * readout_duration, so actors move during
+       the readout too. Default 0. */
+    double readout_duration;
 } dk_render_config;
 
 DK_API void dk_render_config_init(dk_render_config *cfg);

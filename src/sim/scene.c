@@ -4,6 +4,7 @@
 
 #include "drivekit/sim.h"
 #include "internal.h"
+#include "sim_impl.h"
 
 /* Zero-size arrays still get a distinct allocation so that "NULL" always means
  * "field absent". */
@@ -66,6 +67,7 @@ void dk_scene_destroy(dk_scene *s)
     dk_free(s->lidar_intensity);
     dk_free(s->lidar_raydrop);
     dk_free(s->actor_id);
+    dk__scene_actors_free(s->actors);
     dk_free(s);
 }
 
