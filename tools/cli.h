@@ -43,4 +43,9 @@ int cmd_world(int argc, char **argv);
 int cmd_video(int argc, char **argv);
 int cmd_sim(int argc, char **argv);
 
+/* drivekit sim subcommands in their own files (argv[0] = the subcommand). */
+int sim_lidar(int argc, char **argv);
+int sim_from_world(int argc, char **argv);
+int sim_serve(int argc, char **argv);
+
 #endif

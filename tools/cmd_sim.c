@@ -237,6 +237,11 @@ static int sim_render(int argc, char **argv)
 
 int cmd_sim(int argc, char **argv)
 {
-    static const cli_subcommand subs[] = {{"render", sim_render}};
+    static const cli_subcommand subs[] = {
+        {"render", sim_render},
+        {"lidar", sim_lidar},
+        {"from-world", sim_from_world},
+        {"serve", sim_serve},
+    };
     return cli_dispatch("sim", usage, print_help, subs, sizeof subs / sizeof subs[0], argc, argv);
 }

@@ -1,0 +1,4 @@
+/* src/sim: lidar (in progress). */
+#include "drivekit/sim.h"
+
+typedef int dk__sim_lidar_unused;
