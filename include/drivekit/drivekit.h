@@ -46,5 +46,6 @@
 #include "drivekit/video.h"
 #include "drivekit/ragged.h"
 #include "drivekit/sim.h"
+#include "drivekit/data.h"
 
 #endif /* DRIVEKIT_H */
