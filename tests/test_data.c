@@ -801,6 +801,328 @@ static void test_pipeline_binding_and_draws(void)
     DK_CHECK_EQ_INT(dk_alloc_live(), live);
 }
 
+
+/* ------------------------------------------------------------------------ */
+/* Samplers, the nuScenes source and the loader                              */
+
+static void test_sampler_shuffled(void)
+{
+    int64_t live = dk_alloc_live();
+    int64_t seen[10] = {0};
+    int64_t first_epoch[3][8];
+    for (int rank = 0; rank < 3; rank++) {
+        dk_sampler_config c;
+        dk_sampler_config_init(&c);
+        c.n = 10;
+        c.batch_size = 3;
+        c.rank = rank;
+        c.world_size = 3;
+        c.seed = 11;
+        dk_sampler *s;
+        DK_CHECK_OK(dk_sampler_create(&c, &s));
+        DK_CHECK_EQ_INT(dk_sampler_batches_per_epoch(s), 2);   /* 4 per rank */
+        int64_t idx[3];
+        int epoch = -1, got = 0;
+        int n;
+        while ((n = dk_sampler_next(s, idx, &epoch)) > 0) {
+            DK_CHECK_EQ_INT(epoch, 0);
+            for (int k = 0; k < n; k++) {
+                DK_CHECK(idx[k] >= 0 && idx[k] < 10);
+                seen[idx[k]]++;
+                first_epoch[rank][got++] = idx[k];
+            }
+        }
+        DK_CHECK_EQ_INT(n, DK_EOF);
+        DK_CHECK_EQ_INT(got, 4);
+        /* The next epoch is another permutation. */
+        int64_t e1[4];
+        int g1 = 0;
+        while ((n = dk_sampler_next(s, idx, &epoch)) > 0) {
+            DK_CHECK_EQ_INT(epoch, 1);
+            for (int k = 0; k < n; k++) e1[g1++] = idx[k];
+        }
+        DK_CHECK_EQ_INT(g1, 4);
+        if (rank == 0) DK_CHECK(memcmp(e1, first_epoch[0], sizeof e1) != 0);
+        /* set_epoch(0) replays epoch 0. */
+        DK_CHECK_OK(dk_sampler_set_epoch(s, 0));
+        DK_CHECK_EQ_INT(dk_sampler_next(s, idx, &epoch), 3);
+        DK_CHECK(!memcmp(idx, first_epoch[rank], 3 * sizeof *idx));
+        dk_sampler_destroy(s);
+    }
+    /* Every index is covered; the 2 padding positions repeat the start. */
+    int64_t total = 0;
+    for (int i = 0; i < 10; i++) {
+        DK_CHECK(seen[i] >= 1);
+        total += seen[i];
+    }
+    DK_CHECK_EQ_INT(total, 12);
+    /* Without shuffling: strided shards of 0..n-1; drop_last. */
+    dk_sampler_config c;
+    dk_sampler_config_init(&c);
+    c.n = 7;
+    c.batch_size = 2;
+    c.rank = 1;
+    c.world_size = 2;
+    c.shuffle = 0;
+    c.drop_last = 1;
+    dk_sampler *s;
+    DK_CHECK_OK(dk_sampler_create(&c, &s));
+    int64_t idx[2];
+    DK_CHECK_EQ_INT(dk_sampler_next(s, idx, NULL), 2);
+    DK_CHECK_EQ_INT(idx[0], 1);
+    DK_CHECK_EQ_INT(idx[1], 3);
+    DK_CHECK_EQ_INT(dk_sampler_next(s, idx, NULL), 2);
+    DK_CHECK_EQ_INT(idx[0], 5);
+    DK_CHECK_EQ_INT(idx[1], 0);   /* padding wraps to the start */
+    DK_CHECK_EQ_INT(dk_sampler_next(s, idx, NULL), DK_EOF);
+    dk_sampler_destroy(s);
+    c.rank = 2;
+    DK_CHECK_STATUS(dk_sampler_create(&c, &s), DK_EINVAL);
+    DK_CHECK_CONTAINS(dk_errmsg(), "rank 2");
+    c.rank = 0;
+    c.n = 0;
+    DK_CHECK_STATUS(dk_sampler_create(&c, &s), DK_EINVAL);
+    DK_CHECK_EQ_INT(dk_alloc_live(), live);
+}
+
+static void test_sampler_sequence(void)
+{
+    int64_t first[5] = {0, 3, 7, 9, 14}, len[5] = {3, 4, 2, 5, 3};
+    dk_sampler_config c;
+    dk_sampler_config_init(&c);
+    c.kind = DK_SAMPLER_SEQUENCE;
+    c.n_scenes = 5;
+    c.scene_first = first;
+    c.scene_length = len;
+    c.batch_size = 2;
+    c.seed = 3;
+    dk_sampler *s;
+    DK_CHECK_OK(dk_sampler_create(&c, &s));
+    DK_CHECK_EQ_INT(dk_sampler_batches_per_epoch(s), -1);
+    int64_t prev[2] = {-1, -1}, idx[2];
+    int visits[5] = {0};
+    for (int t = 0; t < 40; t++) {
+        int epoch;
+        DK_CHECK_EQ_INT(dk_sampler_next(s, idx, &epoch), 2);
+        DK_CHECK(idx[0] != idx[1]);
+        for (int k = 0; k < 2; k++) {
+            int sc = 0;
+            while (sc < 4 && idx[k] >= first[sc + 1]) sc++;
+            if (idx[k] == first[sc]) visits[sc]++;
+            /* Within a scene the slot walks forward one sample at a time. */
+            if (idx[k] != first[sc]) DK_CHECK_EQ_INT(idx[k], prev[k] + 1);
+            prev[k] = idx[k];
+        }
+    }
+    for (int k = 0; k < 5; k++) DK_CHECK(visits[k] >= 2);
+    /* Deterministic for a seed. */
+    dk_sampler *s2;
+    DK_CHECK_OK(dk_sampler_create(&c, &s2));
+    DK_CHECK_OK(dk_sampler_set_epoch(s, 0));
+    for (int t = 0; t < 10; t++) {
+        int64_t a[2], b[2];
+        dk_sampler_next(s, a, NULL);
+        dk_sampler_next(s2, b, NULL);
+        DK_CHECK(!memcmp(a, b, sizeof a));
+    }
+    dk_sampler_destroy(s);
+    dk_sampler_destroy(s2);
+    /* Two ranks of two slots: at every step the four slots walk four scenes. */
+    dk_sampler *r[2];
+    for (int k = 0; k < 2; k++) {
+        c.rank = k;
+        c.world_size = 2;
+        DK_CHECK_OK(dk_sampler_create(&c, &r[k]));
+    }
+    for (int t = 0; t < 30; t++) {
+        int64_t a[2], b[2];
+        dk_sampler_next(r[0], a, NULL);
+        dk_sampler_next(r[1], b, NULL);
+        int64_t all[4] = {a[0], a[1], b[0], b[1]};
+        int sc[4];
+        for (int k = 0; k < 4; k++) {
+            sc[k] = 0;
+            while (sc[k] < 4 && all[k] >= first[sc[k] + 1]) sc[k]++;
+        }
+        for (int i = 0; i < 4; i++)
+            for (int j = i + 1; j < 4; j++) DK_CHECK(sc[i] != sc[j]);
+    }
+    dk_sampler_destroy(r[0]);
+    dk_sampler_destroy(r[1]);
+    c.rank = 0;
+    c.world_size = 1;
+    c.batch_size = 6;
+    DK_CHECK_STATUS(dk_sampler_create(&c, &s), DK_EINVAL);
+    DK_CHECK_CONTAINS(dk_errmsg(), "5 scenes for 6");
+}
+
+static void test_nusc_source(void)
+{
+    int64_t live = dk_alloc_live();
+    dk_nusc *db;
+    DK_CHECK_OK(dk_nusc_open(root(), NULL, &db));
+    dk_nusc_source *src;
+    DK_CHECK_OK(dk_nusc_source_create(db, DK_NUSC_SOURCE_POINTS, &src));
+    const dk_group *fmt = dk_nusc_source_format(src);
+    dk_sample x;
+    memset(&x, 0, sizeof x);
+    DK_CHECK_OK(dk_nusc_source_read(src, 3, &x));
+    DK_CHECK_OK(dk_sample_check(&x, fmt));
+    DK_CHECK_EQ_INT(x.index, 3);
+    dk_nusc_sample smp;
+    DK_CHECK_OK(dk_nusc_get_sample(db, 3, &smp));
+    int id = dk_group_find(fmt, DK_GROUP_ROOT, "token");
+    DK_CHECK(!memcmp(x.values[id].data, smp.token, strlen(smp.token)));
+    id = dk_group_find(fmt, DK_GROUP_ROOT, "cams[4].lidar2img");
+    const float *m = x.values[id].data;
+    for (int k = 0; k < 16; k++) DK_CHECK_NEAR(m[k], smp.cams[4].lidar2img[k], 1e-3 * (1 + fabs(smp.cams[4].lidar2img[k])));
+    id = dk_group_find(fmt, DK_GROUP_ROOT, "cams[0].filename");
+    char path[2048];
+    snprintf(path, sizeof path, "%s/%s", root(), smp.cams[0].filename);
+    DK_CHECK_EQ_INT(x.values[id].shape[0], (int64_t)strlen(path));
+    DK_CHECK(!memcmp(x.values[id].data, path, strlen(path)));
+    id = dk_group_find(fmt, DK_GROUP_ROOT, "gt_bboxes_3d");
+    DK_CHECK_EQ_INT(x.values[id].shape[0], smp.n_boxes);
+    DK_CHECK_EQ_INT(x.values[id].shape[1], 9);
+    id = dk_group_find(fmt, DK_GROUP_ROOT, "points");
+    DK_CHECK(x.values[id].shape[0] > 1000);
+    DK_CHECK_STATUS(dk_nusc_source_read(src, 1000, &x), DK_ERANGE);
+    dk_sample_free(&x);
+    dk_nusc_source_destroy(src);
+    dk_nusc_close(db);
+    DK_CHECK_EQ_INT(dk_alloc_live(), live);
+}
+
+/* A synthetic dataset for the loader: sample i has a[i % 3 + 1] (ragged),
+ * cams[2].v (2) and fails when i is 7. */
+static dk_group *loader_format(void)
+{
+    dk_group *g, *cam;
+    dk_group_create(&g);
+    dk_group_add_tensor(g, DK_GROUP_ROOT, "a", DK_F32, 1);
+    dk_group_create(&cam);
+    dk_group_add_tensor(cam, DK_GROUP_ROOT, "v", DK_F32, 1);
+    dk_group_add_array(g, DK_GROUP_ROOT, "cams", cam, DK_GROUP_ROOT, 2);
+    dk_group_destroy(cam);
+    return g;
+}
+
+static int loader_read(void *user, int64_t index, dk_sample *x, char *what, size_t cap)
+{
+    const dk_group *g = user;
+    snprintf(what, cap, "tok%lld", (long long)index);
+    if (index == 7) return dk__error(DK_EINVALIDDATA, "read", "sample tok7: corrupt image x.jpg");
+    int st = dk_sample_init(x, dk_group_id_limit(g));
+    if (st) return st;
+    float a[3] = {(float)index, (float)index + 0.5f, (float)index + 0.25f};
+    int64_t na = index % 3 + 1, two = 2;
+    dk_sample_set_copy(x, dk_group_find(g, DK_GROUP_ROOT, "a"), DK_F32, 1, &na, a);
+    for (int c = 0; c < 2; c++) {
+        char p[32];
+        snprintf(p, sizeof p, "cams[%d].v", c);
+        float v[2] = {(float)index, (float)c};
+        dk_sample_set_copy(x, dk_group_find(g, DK_GROUP_ROOT, p), DK_F32, 1, &two, v);
+    }
+    return DK_OK;
+}
+
+static void run_loader(int threads, dk_loader_policy policy, int64_t *sum_out, int *batches_out,
+                       int *eof_status)
+{
+    dk_group *g = loader_format();
+    dk_pipeline *p;
+    dk_pipeline_create(g, NULL, &p);
+    dk_pipeline_add(p, draw_step("a"));
+    dk_sampler_config sc;
+    dk_sampler_config_init(&sc);
+    sc.n = 10;
+    sc.batch_size = 4;
+    sc.seed = 5;
+    dk_sampler *smp;
+    dk_sampler_create(&sc, &smp);
+    dk_pool_config pc;
+    dk_pool_config_init(&pc);
+    pc.n_threads = threads;
+    dk_pool *pool;
+    dk_pool_create(&pc, &pool);
+    dk_loader_config lc;
+    dk_loader_config_init(&lc);
+    lc.read = loader_read;
+    lc.read_user = g;
+    lc.pipeline = p;
+    lc.sampler = smp;
+    lc.pool = pool;
+    lc.policy = policy;
+    dk_loader *l;
+    DK_CHECK_OK(dk_loader_create(&lc, &l));
+    int64_t sum = 0;
+    int batches = 0, st;
+    dk_batch b;
+    while ((st = dk_loader_next(l, &b)) == DK_OK) {
+        batches++;
+        int ia = dk_batch_find(&b, "a"), iv = dk_batch_find(&b, "cams.v");
+        int ir = dk_batch_find(&b, "a_r");
+        DK_CHECK(ia >= 0 && iv >= 0 && ir >= 0);
+        DK_CHECK_EQ_INT(b.n_fields, 3);
+        /* cams.v stacks to (B, 2, 2); a is ragged with sizes i % 3 + 1. */
+        const dk_batch_field *fv = &b.fields[iv], *fa = &b.fields[ia];
+        DK_CHECK(!fv->ragged);
+        DK_CHECK_EQ_INT(fv->data.ndim, 3);
+        DK_CHECK_EQ_INT(fv->data.shape[0], b.n_samples);
+        DK_CHECK_EQ_INT(fv->data.shape[1], 2);
+        DK_CHECK(fa->ragged);
+        int64_t rows = 0;
+        for (int k = 0; k < b.n_samples; k++) {
+            const float *v = (const float *)fv->data.data + k * 4;
+            DK_CHECK_NEAR(v[0], (float)b.indices[k], 0);
+            DK_CHECK_NEAR(v[3], 1.0f, 0);
+            int64_t sz = ((const int64_t *)fa->sizes.data)[k];
+            DK_CHECK_EQ_INT(sz, b.indices[k] % 3 + 1);
+            DK_CHECK_NEAR(((const float *)fa->data.data)[rows], (float)b.indices[k], 0);
+            rows += sz;
+            sum += b.indices[k];
+            DK_CHECK(b.indices[k] != 7);
+        }
+        DK_CHECK_EQ_INT(fa->data.shape[0], rows);
+        DK_CHECK(((uintptr_t)fa->data.data & 63) == 0);
+        dk_batch_free(&b);
+    }
+    *eof_status = st;
+    *sum_out = sum;
+    *batches_out = batches;
+    dk_loader_stats ls;
+    dk_loader_get_stats(l, &ls);
+    if (policy == DK_LOADER_SKIP) {
+        DK_CHECK_EQ_INT(ls.skipped, 1);
+        DK_CHECK_CONTAINS(ls.last_skipped, "tok7");
+    }
+    dk_loader_destroy(l);
+    dk_pool_destroy(pool);
+    dk_sampler_destroy(smp);
+    dk_pipeline_destroy(p);
+    dk_group_destroy(g);
+}
+
+static void test_loader(void)
+{
+    int64_t live = dk_alloc_live();
+    int64_t sum1, sum2;
+    int b1, b2, st1, st2;
+    run_loader(1, DK_LOADER_SKIP, &sum1, &b1, &st1);
+    run_loader(3, DK_LOADER_SKIP, &sum2, &b2, &st2);
+    DK_CHECK_EQ_INT(st1, DK_EOF);
+    DK_CHECK_EQ_INT(st2, DK_EOF);
+    DK_CHECK_EQ_INT(b1, 3);
+    DK_CHECK_EQ_INT(b2, 3);
+    DK_CHECK_EQ_INT(sum1, 45 - 7);
+    DK_CHECK_EQ_INT(sum2, 45 - 7);
+    /* Raise: the epoch stops at the bad sample's batch with its message. */
+    run_loader(2, DK_LOADER_RAISE, &sum1, &b1, &st1);
+    DK_CHECK_EQ_INT(st1, DK_EINVALIDDATA);
+    DK_CHECK(b1 < 3);
+    DK_CHECK_EQ_INT(dk_alloc_live(), live);
+}
+
 extern const dk_test_case dk_tests_data_image[];
 extern const size_t dk_tests_data_image_count;
 extern const dk_test_case dk_tests_data_3d[];
@@ -820,6 +1142,10 @@ int main(int argc, char **argv)
         DK_TEST(test_group_format),
         DK_TEST(test_sample_values),
         DK_TEST(test_pipeline_binding_and_draws),
+        DK_TEST(test_sampler_shuffled),
+        DK_TEST(test_sampler_sequence),
+        DK_TEST(test_nusc_source),
+        DK_TEST(test_loader),
     };
     const dk_test_case *parts[] = {cases, dk_tests_data_image, dk_tests_data_3d};
     size_t counts[] = {sizeof cases / sizeof cases[0], dk_tests_data_image_count,

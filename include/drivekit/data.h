@@ -40,6 +40,8 @@ extern "C" {
 /* nuScenes reader                                                           */
 
 typedef struct dk_nusc dk_nusc;
+typedef struct dk_group dk_group;     /* a sample format, see below */
+typedef struct dk_sample dk_sample;   /* a sample's values, see below */
 
 /** Cameras of a sample, in the order mmdetection3d and StreamPETR use. */
 #define DK_NUSC_NUM_CAMS 6
@@ -175,6 +177,97 @@ DK_API int64_t dk_nusc_get_boxes(const dk_nusc *db, int64_t i, const dk_nusc_box
  *  size is not a multiple of 4 * dims bytes or a coordinate is not finite. */
 DK_API int dk_nusc_load_points(const dk_nusc *db, int64_t i, int dims, float **points,
                                int64_t *n_points);
+
+/* ------------------------------------------------------------------------ */
+/* nuScenes samples as pipeline input                                        */
+
+/* The format dk_nusc_source_format gives (the input of a pipeline; matrices
+ * row-major, float32; timestamps in seconds):
+ *   token, scene_token            string
+ *   index_in_scene                int64 rank 0
+ *   timestamp                     float64 rank 0
+ *   lidar2ego, ego2global         float32 (4, 4)   (ego2global at the lidar time)
+ *   cams[6]                       in dk_nusc_camera_name order, each:
+ *     channel, filename           string (filename joined to the root)
+ *     video                       string (joined to the root; "" without video)
+ *     video_frame                 int64 rank 0 (-1 without video)
+ *     timestamp                   float64 rank 0
+ *     intrinsic                   float32 (3, 3)
+ *     cam2ego, ego2global         float32 (4, 4)
+ *     lidar2cam, lidar2img        float32 (4, 4)
+ *   gt_bboxes_3d                  float32 (N, 9): x, y, z (centre), l, w, h, yaw,
+ *                                 vx, vy in the lidar frame (dk_nusc_box)
+ *   gt_labels_3d                  int32 (N), -1 outside the 10 classes
+ *   gt_num_lidar_pts              int32 (N)
+ *   gt_visibility                 int32 (N)
+ *   points                        float32 (M, 5) x, y, z, intensity, ring (only
+ *                                 with DK_NUSC_SOURCE_POINTS) */
+
+typedef struct dk_nusc_source dk_nusc_source;
+
+#define DK_NUSC_SOURCE_POINTS 0x1u   /* read LIDAR_TOP points into `points` */
+
+/** A reader of samples of `db` (borrowed: it must outlive the source) in the
+ *  format above. DK_EINVAL, DK_ENOMEM. */
+DK_API int dk_nusc_source_create(const dk_nusc *db, unsigned flags, dk_nusc_source **out);
+DK_API void dk_nusc_source_destroy(dk_nusc_source *s);
+DK_API const dk_group *dk_nusc_source_format(const dk_nusc_source *s);
+/** Fills x (any previous values are released; it is (re)initialised for the
+ *  format) with sample i and sets x->index = i. Only the points file is
+ *  read (with DK_NUSC_SOURCE_POINTS); images are read by the image steps.
+ *  Errors as dk_nusc_get_sample / dk_nusc_load_points (naming the sample
+ *  token and file). Thread-safe. */
+DK_API int dk_nusc_source_read(const dk_nusc_source *s, int64_t i, dk_sample *x);
+
+/* ------------------------------------------------------------------------ */
+/* Samplers                                                                  */
+
+/* A sampler hands out the dataset indices of each batch of one rank.
+ *   SHUFFLED (like torch's DistributedSampler): each epoch a permutation of
+ *   0..n-1 (Philox keyed by seed and epoch; identity without shuffling) is
+ *   cut into world_size strided shards (rank r takes positions r,
+ *   r + world_size, ...; the permutation is padded by repeating its start so
+ *   every rank gets the same count), then into batches; a short last batch
+ *   is dropped with drop_last. The epoch ends with DK_EOF.
+ *   SEQUENCE (as StreamPETR trains): each of the batch_size slots of a rank
+ *   walks whole scenes in order, so slot k of consecutive batches holds
+ *   consecutive samples of one scene; when a slot finishes a scene it takes
+ *   the next scene of a queue made of shuffled scene orders (Philox keyed by
+ *   seed and a cycle number), passing over scenes another slot of any rank
+ *   is walking (every rank computes all slots, so none coordinates).
+ *   Never ends; `epoch` is the cycle of the queue position. */
+
+typedef struct dk_sampler dk_sampler;
+
+typedef enum dk_sampler_kind { DK_SAMPLER_SHUFFLED = 0, DK_SAMPLER_SEQUENCE = 1 } dk_sampler_kind;
+
+typedef struct dk_sampler_config {
+    dk_sampler_kind kind;     /* default SHUFFLED */
+    int64_t n;                /* dataset size (SHUFFLED) */
+    /* SEQUENCE: samples of scene k are first[k] .. first[k] + length[k] - 1. */
+    int n_scenes;
+    const int64_t *scene_first, *scene_length;
+    int batch_size;           /* per rank, >= 1; default 1 */
+    int rank, world_size;     /* default 0, 1 */
+    int shuffle;              /* default 1 */
+    int drop_last;            /* default 0 */
+    uint64_t seed;            /* default 0 */
+} dk_sampler_config;
+
+DK_API void dk_sampler_config_init(dk_sampler_config *cfg);
+/** DK_EINVAL naming the field (rank outside [0, world_size), empty dataset,
+ *  fewer scenes than batch_size * world_size for SEQUENCE, ...), DK_ENOMEM. */
+DK_API int dk_sampler_create(const dk_sampler_config *cfg, dk_sampler **out);
+DK_API void dk_sampler_destroy(dk_sampler *s);
+/** Writes the next batch's indices (at most batch_size) and returns their
+ *  count; *epoch (may be NULL) receives the epoch they belong to. SHUFFLED
+ *  returns DK_EOF once at the end of each epoch, then continues with the next
+ *  epoch. */
+DK_API int dk_sampler_next(dk_sampler *s, int64_t *indices, int *epoch);
+/** Batches per epoch (SHUFFLED), or -1 (SEQUENCE). */
+DK_API int64_t dk_sampler_batches_per_epoch(const dk_sampler *s);
+/** Starts epoch `epoch` from its beginning (SHUFFLED), or cycle `epoch` (SEQUENCE). */
+DK_API int dk_sampler_set_epoch(dk_sampler *s, int epoch);
 
 /* ------------------------------------------------------------------------ */
 /* Sample data groups (formats) and samples (values)                         */
@@ -374,6 +467,86 @@ DK_API void dk_pipeline_fused_stats(const dk_pipeline *p, double *seconds, int64
 /** Step i's kind name, or NULL. */
 DK_API const char *dk_pipeline_step_name(const dk_pipeline *p, int i);
 DK_API void dk_pipeline_reset_stats(dk_pipeline *p);
+
+/* ------------------------------------------------------------------------ */
+/* Loader: sampler + source + pipeline on a pool, batches in one buffer      */
+
+/* dk_loader runs the pipeline on the samples of each batch the sampler
+ * hands out, on a dk_pool, keeping up to `prefetch` batches in flight, and
+ * assembles each batch in ONE contiguous buffer (64-byte aligned fields,
+ * ready for a single pinned host-to-device copy).
+ *
+ * Collation: leaves are grouped by their path with array indices removed
+ * ("cams[3].image" -> "cams.image"); a group's values are stacked to
+ * (B, n_elements, ...) (or (B, ...) outside arrays) when every value has
+ * the same shape, else (per-sample variable length, e.g. boxes) the values
+ * are concatenated along their first dimension into a RAGGED field with
+ * per-sample sizes. Strings are ragged uint8.
+ *
+ * Bad samples: with DK_LOADER_RAISE (default) dk_loader_next fails with the
+ * sample's message (naming its token and file); with DK_LOADER_SKIP the
+ * sample is left out of its batch (which gets smaller), counted in
+ * dk_loader_stats, and its message kept as the last skipped error. */
+
+typedef struct dk_loader dk_loader;
+
+/** Reads dataset sample `index` into x (dk_sample_init'ed by the callee);
+ *  returns a status. `what` receives a name for messages (e.g. the token,
+ *  copied; may be left empty). */
+typedef int (*dk_loader_read_fn)(void *user, int64_t index, dk_sample *x, char *what,
+                                 size_t what_cap);
+
+typedef enum dk_loader_policy { DK_LOADER_RAISE = 0, DK_LOADER_SKIP = 1 } dk_loader_policy;
+
+typedef struct dk_loader_config {
+    dk_loader_read_fn read;   /* required */
+    void *read_user;
+    const dk_pipeline *pipeline;   /* required; borrowed */
+    dk_sampler *sampler;      /* required; borrowed, only used by dk_loader_next */
+    dk_pool *pool;            /* NULL: everything runs in dk_loader_next */
+    int prefetch;             /* batches in flight, >= 1; default 2 */
+    dk_loader_policy policy;  /* default RAISE */
+} dk_loader_config;
+
+DK_API void dk_loader_config_init(dk_loader_config *cfg);
+DK_API int dk_loader_create(const dk_loader_config *cfg, dk_loader **out);
+/** Waits for batches in flight, then frees. NULL-safe. */
+DK_API void dk_loader_destroy(dk_loader *l);
+
+typedef struct dk_batch_field {
+    char name[256];            /* "cams.image", "gt_bboxes_3d", ... */
+    int ragged;
+    dk_field_kind kind;        /* DK_FIELD_TENSOR or DK_FIELD_STRING */
+    dk_tensor data;            /* stacked: (B[, n_elements], ...); ragged: (sum N_i, ...)
+                                  or, under arrays, (sum over samples and elements, ...) */
+    dk_tensor sizes;           /* ragged: int64 (B) or (B, n_elements); else empty */
+} dk_batch_field;
+
+typedef struct dk_batch {
+    int n_samples;
+    int64_t *indices;          /* n_samples dataset indices */
+    int epoch;
+    int n_fields;
+    dk_batch_field *fields;
+    dk_buffer *buffer;         /* all field data; every tensor holds a reference */
+} dk_batch;
+
+/** The next batch (its indices from the sampler). Returns DK_OK, DK_EOF at
+ *  the end of a SHUFFLED epoch (the next call starts the next epoch), or the
+ *  error of a bad sample under RAISE. */
+DK_API int dk_loader_next(dk_loader *l, dk_batch *out);
+/** Releases the batch's references. NULL-safe. */
+DK_API void dk_batch_free(dk_batch *b);
+/** Index of the field named `name`, or -1. */
+DK_API int dk_batch_find(const dk_batch *b, const char *name);
+
+typedef struct dk_loader_stats {
+    int64_t batches, samples, skipped;
+    double read_seconds, pipeline_seconds, collate_seconds, wait_seconds;
+    char last_skipped[512];
+} dk_loader_stats;
+
+DK_API void dk_loader_get_stats(const dk_loader *l, dk_loader_stats *out);
 
 #ifdef __cplusplus
 }

@@ -51,6 +51,9 @@ struct dk_step {
  * caller). */
 int dk__step_new(const dk__step_vt *vt, void *cfg, dk_step **out);
 
+/* Batch size of a sampler (loader). */
+int dk__sampler_batch_size(const dk_sampler *s);
+
 /* ------------------------------------------------------------------------ */
 /* Image plans: what the fused pass does for one image field.                */
 

@@ -1,0 +1,529 @@
+/*
+ * The loader: sampler -> read + pipeline per sample on a dk_pool, a bounded
+ * ring of batches in flight, collation of each batch into one buffer.
+ */
+#define _POSIX_C_SOURCE 200809L   /* clock_gettime */
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "data_impl.h"
+
+#define WHAT_MAX 128
+#define ERR_MAX 512
+#define ALIGN 64
+
+typedef struct flight flight;
+
+typedef struct task {
+    dk_loader *l;
+    flight *f;
+    int k;
+} task;
+
+struct flight {
+    int used;
+    int eof;
+    int n;
+    int epoch;
+    int64_t *idx;
+    dk_sample *xs;
+    int *status;
+    char (*what)[WHAT_MAX];
+    char (*err)[ERR_MAX];
+    task *tasks;
+    dk_pool_group grp;
+};
+
+/* Leaves collated together: the same path up to array indices. */
+typedef struct cgroup {
+    char name[256];
+    dk_field_kind kind;
+    dk_dtype dtype;
+    int ndim;
+    int under_array;
+    int n_el;
+    int *ids;   /* n_el leaf ids, in element order */
+} cgroup;
+
+struct dk_loader {
+    dk_loader_config cfg;
+    int batch_size, depth;
+    flight *ring;
+    int head, count;
+    int stop_filling;   /* an end-of-epoch marker is queued */
+    int n_groups;
+    cgroup *groups;
+    atomic_llong read_ns, pipe_ns;
+    int64_t collate_ns, wait_ns, batches, samples, skipped;
+    char last_skipped[ERR_MAX];
+};
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void dk_loader_config_init(dk_loader_config *cfg)
+{
+    if (!cfg) return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->prefetch = 2;
+    cfg->policy = DK_LOADER_RAISE;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Collation plan                                                            */
+
+static int merged_name(const dk_group *g, int id, char *buf, size_t cap, int *under_array)
+{
+    int chain[64], n = 0;
+    for (int c = id; c > 0 && n < 64; ) {
+        chain[n++] = c;
+        dk_field_info fi;
+        dk_group_info(g, c, &fi);
+        c = fi.parent;
+    }
+    size_t len = 0;
+    buf[0] = 0;
+    *under_array = 0;
+    for (int i = n - 1; i >= 0; i--) {
+        dk_field_info fi, pi;
+        dk_group_info(g, chain[i], &fi);
+        dk_group_info(g, fi.parent, &pi);
+        if (pi.kind == DK_FIELD_ARRAY) {
+            *under_array = 1;
+            continue;
+        }
+        int w = snprintf(buf + len, cap - len, "%s%s", len ? "." : "", fi.name);
+        if (w < 0 || (size_t)w >= cap - len) return DK_EOVERFLOW;
+        len += (size_t)w;
+    }
+    return DK_OK;
+}
+
+static int build_plan(dk_loader *l)
+{
+    const dk_group *fmt = dk_pipeline_format(l->cfg.pipeline);
+    int n = dk_group_leaves(fmt, DK_GROUP_ROOT, NULL, 0);
+    int *leaves = dk_malloc((size_t)(n ? n : 1) * sizeof *leaves);
+    l->groups = dk_calloc((size_t)(n ? n : 1), sizeof *l->groups);
+    if (!leaves || !l->groups) {
+        dk_free(leaves);
+        return dk__error(DK_ENOMEM, "dk_loader_create", "out of memory");
+    }
+    dk_group_leaves(fmt, DK_GROUP_ROOT, leaves, n);
+    int st = DK_OK;
+    for (int i = 0; i < n && !st; i++) {
+        char name[256];
+        int ua;
+        if (merged_name(fmt, leaves[i], name, sizeof name, &ua)) {
+            st = dk__error(DK_EOVERFLOW, "dk_loader_create", "field path too long");
+            break;
+        }
+        dk_field_info fi;
+        dk_group_info(fmt, leaves[i], &fi);
+        cgroup *g = NULL;
+        for (int k = 0; k < l->n_groups; k++)
+            if (!strcmp(l->groups[k].name, name)) g = &l->groups[k];
+        if (!g) {
+            g = &l->groups[l->n_groups++];
+            snprintf(g->name, sizeof g->name, "%s", name);
+            g->kind = fi.kind;
+            g->dtype = fi.dtype;
+            g->ndim = fi.ndim;
+            g->under_array = ua;
+            g->ids = dk_malloc((size_t)n * sizeof *g->ids);
+            if (!g->ids) {
+                st = dk__error(DK_ENOMEM, "dk_loader_create", "out of memory");
+                break;
+            }
+        } else if (g->kind != fi.kind || g->dtype != fi.dtype || g->ndim != fi.ndim) {
+            char path[256];
+            dk_group_path(fmt, leaves[i], path, sizeof path);
+            st = dk__error(DK_EINVALIDDATA, "dk_loader_create",
+                           "%s: type differs from the other elements of '%s'", path, name);
+            break;
+        }
+        g->ids[g->n_el++] = leaves[i];
+    }
+    dk_free(leaves);
+    return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Creation                                                                  */
+
+static void flight_free(flight *f, int batch)
+{
+    if (f->xs)
+        for (int k = 0; k < batch; k++) dk_sample_free(&f->xs[k]);
+    dk_free(f->idx);
+    dk_free(f->xs);
+    dk_free(f->status);
+    dk_free(f->what);
+    dk_free(f->err);
+    dk_free(f->tasks);
+    memset(f, 0, sizeof *f);
+}
+
+int dk_loader_create(const dk_loader_config *cfg, dk_loader **out)
+{
+    if (!out) return dk__error(DK_EINVAL, __func__, "out is NULL");
+    *out = NULL;
+    if (!cfg || !cfg->read || !cfg->pipeline || !cfg->sampler)
+        return dk__error(DK_EINVAL, __func__, "read, pipeline and sampler are required");
+    if (cfg->prefetch < 1 || cfg->prefetch > 64)
+        return dk__error(DK_EINVAL, __func__, "prefetch %d outside 1..64", cfg->prefetch);
+    if (cfg->policy != DK_LOADER_RAISE && cfg->policy != DK_LOADER_SKIP)
+        return dk__error(DK_EINVAL, __func__, "unknown policy %d", (int)cfg->policy);
+    dk_loader *l = dk_calloc(1, sizeof *l);
+    if (!l) return dk__error(DK_ENOMEM, __func__, "out of memory");
+    l->cfg = *cfg;
+    l->batch_size = dk__sampler_batch_size(cfg->sampler);
+    /* A single thread gains nothing from running ahead. */
+    l->depth = dk_pool_size(cfg->pool) > 1 ? cfg->prefetch : 1;
+    atomic_init(&l->read_ns, 0);
+    atomic_init(&l->pipe_ns, 0);
+    int st = build_plan(l);
+    l->ring = st ? NULL : dk_calloc((size_t)l->depth, sizeof *l->ring);
+    if (!st && !l->ring) st = dk__error(DK_ENOMEM, __func__, "out of memory");
+    for (int i = 0; i < l->depth && !st; i++) {
+        flight *f = &l->ring[i];
+        size_t b = (size_t)l->batch_size;
+        f->idx = dk_calloc(b, sizeof *f->idx);
+        f->xs = dk_calloc(b, sizeof *f->xs);
+        f->status = dk_calloc(b, sizeof *f->status);
+        f->what = dk_calloc(b, sizeof *f->what);
+        f->err = dk_calloc(b, sizeof *f->err);
+        f->tasks = dk_calloc(b, sizeof *f->tasks);
+        if (!f->idx || !f->xs || !f->status || !f->what || !f->err || !f->tasks)
+            st = dk__error(DK_ENOMEM, __func__, "out of memory");
+    }
+    if (st) {
+        dk_loader_destroy(l);
+        return st;
+    }
+    *out = l;
+    return DK_OK;
+}
+
+static void drain(dk_loader *l)
+{
+    for (int i = 0; i < l->count; i++) {
+        flight *f = &l->ring[(l->head + i) % l->depth];
+        if (f->used && !f->eof) dk_pool_group_wait(l->cfg.pool, &f->grp);
+        for (int k = 0; k < f->n; k++) dk_sample_free(&f->xs[k]);
+        f->used = 0;
+    }
+    l->count = 0;
+}
+
+void dk_loader_destroy(dk_loader *l)
+{
+    if (!l) return;
+    if (l->ring) {
+        drain(l);
+        for (int i = 0; i < l->depth; i++) flight_free(&l->ring[i], l->batch_size);
+    }
+    for (int k = 0; k < l->n_groups; k++) dk_free(l->groups[k].ids);
+    dk_free(l->groups);
+    dk_free(l->ring);
+    dk_free(l);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Work                                                                      */
+
+static void run_sample(void *arg)
+{
+    task *t = arg;
+    dk_loader *l = t->l;
+    flight *f = t->f;
+    int k = t->k;
+    dk_sample *x = &f->xs[k];
+    f->what[k][0] = 0;
+    int64_t t0 = now_ns();
+    int st = l->cfg.read(l->cfg.read_user, f->idx[k], x, f->what[k], WHAT_MAX);
+    int64_t t1 = now_ns();
+    atomic_fetch_add(&l->read_ns, t1 - t0);
+    if (!st) {
+        x->index = f->idx[k];
+        x->epoch = f->epoch;
+        st = dk_pipeline_run(l->cfg.pipeline, x, f->what[k][0] ? f->what[k] : NULL);
+        atomic_fetch_add(&l->pipe_ns, now_ns() - t1);
+    }
+    f->status[k] = st;
+    if (st) snprintf(f->err[k], ERR_MAX, "%s", dk_errmsg());
+}
+
+/* Queues batches until `depth` are in flight or an epoch end is queued. */
+static int fill(dk_loader *l)
+{
+    while (l->count < l->depth && !l->stop_filling) {
+        flight *f = &l->ring[(l->head + l->count) % l->depth];
+        int epoch = 0;
+        int n = dk_sampler_next(l->cfg.sampler, f->idx, &epoch);
+        memset(&f->grp, 0, sizeof f->grp);
+        dk_pool_group_init(&f->grp);
+        f->used = 1;
+        l->count++;
+        if (n == DK_EOF) {
+            f->eof = 1;
+            f->n = 0;
+            l->stop_filling = 1;
+            continue;
+        }
+        if (n < 0) {
+            l->count--;
+            f->used = 0;
+            return n;
+        }
+        f->eof = 0;
+        f->n = n;
+        f->epoch = epoch;
+        for (int k = 0; k < n; k++) {
+            f->status[k] = DK_OK;
+            f->tasks[k] = (task){l, f, k};
+            int st = dk_pool_submit(l->cfg.pool, &f->grp, run_sample, &f->tasks[k]);
+            if (st) run_sample(&f->tasks[k]);   /* could not queue: run it here */
+        }
+    }
+    return DK_OK;
+}
+
+static size_t align_up(size_t v)
+{
+    return (v + ALIGN - 1) / ALIGN * ALIGN;
+}
+
+static int shapes_equal(const dk_tensor *a, const dk_tensor *b, int from)
+{
+    if (a->ndim != b->ndim) return 0;
+    for (int d = from; d < a->ndim; d++)
+        if (a->shape[d] != b->shape[d]) return 0;
+    return 1;
+}
+
+/* Copies a tensor's elements in C order to dst (strided sources allowed). */
+static void copy_c_order(uint8_t *dst, const dk_tensor *t)
+{
+    size_t es = dk_dtype_size(t->dtype);
+    int64_t n = dk_tensor_numel(t);
+    if (!n) return;
+    if (dk_tensor_is_contiguous(t)) {
+        memcpy(dst, t->data, (size_t)n * es);
+        return;
+    }
+    int64_t idx[DK_MAX_DIMS] = {0};
+    for (int64_t i = 0; i < n; i++) {
+        memcpy(dst + (size_t)i * es, dk_tensor_at(t, idx), es);
+        for (int d = t->ndim - 1; d >= 0; d--) {
+            if (++idx[d] < t->shape[d]) break;
+            idx[d] = 0;
+        }
+    }
+}
+
+static int collate(dk_loader *l, flight *f, const int *keep, int n, dk_batch *b)
+{
+    const dk_group *fmt = dk_pipeline_format(l->cfg.pipeline);
+    b->fields = dk_calloc((size_t)(l->n_groups ? l->n_groups : 1), sizeof *b->fields);
+    size_t *offs = dk_calloc((size_t)(l->n_groups ? l->n_groups : 1) * 2, sizeof *offs);
+    if (!b->fields || !offs) {
+        dk_free(offs);
+        return dk__error(DK_ENOMEM, "dk_loader_next", "out of memory");
+    }
+    b->n_fields = l->n_groups;
+    size_t total = 0;
+    /* Pass 1: shapes and offsets. */
+    for (int gi = 0; gi < l->n_groups; gi++) {
+        const cgroup *g = &l->groups[gi];
+        dk_batch_field *bf = &b->fields[gi];
+        snprintf(bf->name, sizeof bf->name, "%s", g->name);
+        bf->kind = g->kind;
+        const dk_tensor *first = &f->xs[keep[0]].values[g->ids[0]];
+        int uniform = 1;
+        int64_t rows = 0;
+        for (int s = 0; s < n; s++)
+            for (int e = 0; e < g->n_el; e++) {
+                const dk_tensor *t = &f->xs[keep[s]].values[g->ids[e]];
+                if (!shapes_equal(t, first, 0)) uniform = 0;
+                if (t->ndim >= 1) rows += t->shape[0];
+            }
+        size_t es = dk_dtype_size(g->dtype);
+        if (uniform) {
+            int nd = 0;
+            bf->data.shape[nd++] = n;
+            if (g->under_array) bf->data.shape[nd++] = g->n_el;
+            for (int d = 0; d < first->ndim; d++) bf->data.shape[nd++] = first->shape[d];
+            if (nd > DK_MAX_DIMS) {
+                dk_free(offs);
+                return dk__error(DK_EOVERFLOW, "dk_loader_next", "%s: rank %d too large to batch",
+                                 g->name, nd);
+            }
+            bf->data.ndim = nd;
+        } else {
+            for (int s = 0; s < n; s++)
+                for (int e = 0; e < g->n_el; e++) {
+                    const dk_tensor *t = &f->xs[keep[s]].values[g->ids[e]];
+                    if (t->ndim < 1 || !shapes_equal(t, first, 1)) {
+                        char path[256];
+                        dk_group_path(fmt, g->ids[e], path, sizeof path);
+                        dk_free(offs);
+                        return dk__error(DK_EINVALIDDATA, "dk_loader_next",
+                                         "%s: values of different shapes beyond the first "
+                                         "dimension cannot be batched (sample %lld)",
+                                         path, (long long)f->idx[keep[s]]);
+                    }
+                }
+            bf->ragged = 1;
+            bf->data.ndim = first->ndim;
+            bf->data.shape[0] = rows;
+            for (int d = 1; d < first->ndim; d++) bf->data.shape[d] = first->shape[d];
+            bf->sizes.ndim = g->under_array ? 2 : 1;
+            bf->sizes.shape[0] = n;
+            if (g->under_array) bf->sizes.shape[1] = g->n_el;
+            bf->sizes.dtype = DK_I64;
+        }
+        bf->data.dtype = g->dtype;
+        offs[2 * gi] = total;
+        int64_t numel = 1;
+        for (int d = 0; d < bf->data.ndim; d++) numel *= bf->data.shape[d];
+        total = align_up(total + (size_t)numel * es);
+        offs[2 * gi + 1] = total;
+        if (bf->ragged) total = align_up(total + (size_t)n * (size_t)g->n_el * sizeof(int64_t));
+    }
+    int st = dk_buffer_alloc(total ? total : 1, 0, &b->buffer);
+    if (st) {
+        dk_free(offs);
+        return st;
+    }
+    uint8_t *base = dk_buffer_data(b->buffer);
+    /* Pass 2: copies. */
+    for (int gi = 0; gi < l->n_groups; gi++) {
+        const cgroup *g = &l->groups[gi];
+        dk_batch_field *bf = &b->fields[gi];
+        size_t es = dk_dtype_size(g->dtype);
+        uint8_t *dst = base + offs[2 * gi];
+        int64_t *sizes = bf->ragged ? (int64_t *)(void *)(base + offs[2 * gi + 1]) : NULL;
+        for (int s = 0; s < n; s++)
+            for (int e = 0; e < g->n_el; e++) {
+                const dk_tensor *t = &f->xs[keep[s]].values[g->ids[e]];
+                copy_c_order(dst, t);
+                dst += (size_t)dk_tensor_numel(t) * es;
+                if (sizes) sizes[s * g->n_el + e] = t->shape[0];
+            }
+        bf->data.data = base + offs[2 * gi];
+        int64_t stride = 1;
+        for (int d = bf->data.ndim - 1; d >= 0; d--) {
+            bf->data.strides[d] = stride;
+            stride *= bf->data.shape[d];
+        }
+        bf->data.owner = dk_buffer_ref(b->buffer);
+        if (sizes) {
+            bf->sizes.data = sizes;
+            bf->sizes.strides[bf->sizes.ndim - 1] = 1;
+            if (bf->sizes.ndim == 2) bf->sizes.strides[0] = g->n_el;
+            bf->sizes.owner = dk_buffer_ref(b->buffer);
+        }
+    }
+    dk_free(offs);
+    return DK_OK;
+}
+
+int dk_loader_next(dk_loader *l, dk_batch *out)
+{
+    if (!l || !out) return dk__error(DK_EINVAL, __func__, "NULL argument");
+    memset(out, 0, sizeof *out);
+    int st = fill(l);
+    if (st) return st;
+    if (!l->count) return dk__error(DK_EINTERNAL, __func__, "nothing in flight");
+    flight *f = &l->ring[l->head];
+    int64_t t0 = now_ns();
+    if (!f->eof) dk_pool_group_wait(l->cfg.pool, &f->grp);
+    l->wait_ns += now_ns() - t0;
+    l->head = (l->head + 1) % l->depth;
+    l->count--;
+    f->used = 0;
+    if (f->eof) {
+        l->stop_filling = 0;
+        return DK_EOF;
+    }
+    int keep[1024], n = 0;
+    int *kp = f->n <= 1024 ? keep : dk_malloc((size_t)f->n * sizeof *kp);
+    if (!kp) st = dk__error(DK_ENOMEM, __func__, "out of memory");
+    for (int k = 0; k < f->n && !st; k++) {
+        if (f->status[k] == DK_OK) {
+            kp[n++] = k;
+        } else if (l->cfg.policy == DK_LOADER_SKIP) {
+            l->skipped++;
+            snprintf(l->last_skipped, sizeof l->last_skipped, "%s", f->err[k]);
+        } else {
+            st = dk__error(f->status[k], __func__, "%s", f->err[k]);
+        }
+    }
+    if (!st && n == 0)
+        st = dk__error(DK_EINVALIDDATA, __func__, "every sample of the batch failed; last: %s",
+                       l->last_skipped);
+    int64_t t1 = now_ns();
+    if (!st) st = collate(l, f, kp, n, out);
+    l->collate_ns += now_ns() - t1;
+    if (!st) {
+        out->n_samples = n;
+        out->epoch = f->epoch;
+        out->indices = dk_malloc((size_t)n * sizeof *out->indices);
+        if (!out->indices) st = dk__error(DK_ENOMEM, __func__, "out of memory");
+        for (int k = 0; k < n && !st; k++) out->indices[k] = f->idx[kp[k]];
+    }
+    for (int k = 0; k < f->n; k++) dk_sample_free(&f->xs[k]);
+    if (kp != keep) dk_free(kp);
+    if (st) {
+        dk_batch_free(out);
+        return st;
+    }
+    l->batches++;
+    l->samples += n;
+    /* Start the next batch before handing this one out. */
+    return fill(l);
+}
+
+void dk_batch_free(dk_batch *b)
+{
+    if (!b) return;
+    for (int i = 0; i < b->n_fields; i++) {
+        dk_tensor_release(&b->fields[i].data);
+        dk_tensor_release(&b->fields[i].sizes);
+    }
+    dk_free(b->fields);
+    dk_free(b->indices);
+    dk_buffer_unref(b->buffer);
+    memset(b, 0, sizeof *b);
+}
+
+int dk_batch_find(const dk_batch *b, const char *name)
+{
+    if (!b || !name) return -1;
+    for (int i = 0; i < b->n_fields; i++)
+        if (!strcmp(b->fields[i].name, name)) return i;
+    return -1;
+}
+
+void dk_loader_get_stats(const dk_loader *l, dk_loader_stats *out)
+{
+    if (!out) return;
+    memset(out, 0, sizeof *out);
+    if (!l) return;
+    out->batches = l->batches;
+    out->samples = l->samples;
+    out->skipped = l->skipped;
+    out->read_seconds = (double)atomic_load(&l->read_ns) * 1e-9;
+    out->pipeline_seconds = (double)atomic_load(&l->pipe_ns) * 1e-9;
+    out->collate_seconds = (double)l->collate_ns * 1e-9;
+    out->wait_seconds = (double)l->wait_ns * 1e-9;
+    snprintf(out->last_skipped, sizeof out->last_skipped, "%s", l->last_skipped);
+}
