@@ -11,7 +11,7 @@ CMAKE_ARGS ?=
 MAKEFLAGS += --no-print-directory
 CMAKE_FLAGS = -DCMAKE_BUILD_TYPE=Release -DDK_FATAL_WARNINGS=ON -DPython3_EXECUTABLE=$(PYTHON) $(CMAKE_ARGS)
 
-.PHONY: all build setup test test-c test-python asan demo bench fuzz clean
+.PHONY: all build setup test test-c test-python asan demo sim-demo bench fuzz clean
 
 all: build
 
@@ -42,6 +42,9 @@ test: setup
 
 demo: setup build
 	@$(PYTHON) scripts/demo.py --build $(BUILD) --out out/demo
+
+sim-demo: setup build
+	@PYTHONPATH=$(CURDIR)/$(BUILD)/python $(PYTHON) scripts/sim_loop.py --build $(BUILD) --out out/sim_loop
 
 bench: setup build
 	@PYTHONPATH=$(CURDIR)/$(BUILD)/python $(PYTHON) bench/run.py --build $(BUILD)

@@ -42,6 +42,7 @@ int cmd_image(int argc, char **argv);
 int cmd_world(int argc, char **argv);
 int cmd_video(int argc, char **argv);
 int cmd_sim(int argc, char **argv);
+int cmd_data(int argc, char **argv);
 
 /* drivekit sim subcommands in their own files (argv[0] = the subcommand). */
 int sim_lidar(int argc, char **argv);

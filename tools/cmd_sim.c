@@ -24,7 +24,11 @@
 
 static const char *usage =
     "drivekit sim render --ply FILE --out IMG.png [--camera pinhole|fisheye|ftheta]\n"
-    "                    [--width W --height H] [--fov DEG] [--pose x,y,z,yaw_deg] [--threads T]";
+    "                    [--width W --height H] [--fov DEG] [--pose x,y,z,yaw_deg] [--threads T]\n"
+    "                    [--tracks FILE.json] [--time T]\n"
+    "       drivekit sim lidar --ply FILE --out PTS.bin|RANGE.png [--preset 32|64|128] (one lidar sweep; --help)\n"
+    "       drivekit sim from-world (--scenario FILE.json | --seed S) --out SCENE.ply (a scene of a drive; --help)\n"
+    "       drivekit sim serve --ply FILE [--tracks FILE] [--port P] (closed-loop HTTP render server; --help)";
 
 static void print_help(void)
 {
@@ -48,14 +52,18 @@ static void print_help(void)
            "                     (x forward, y left, z up): the optical axis is horizontal along\n"
            "                     the yaw (counter-clockwise from +x), image x points right and\n"
            "                     image y down (OpenCV camera axes). Default 0,0,0,0\n"
-           "  --threads T        render threads, caller included; default: online CPUs\n\n"
+           "  --threads T        render threads, caller included; default: online CPUs\n"
+           "  --tracks FILE      actor tracks (JSON, e.g. SCENE.tracks.json from `sim from-world`)\n"
+           "                     placing the Gaussians that carry an actor_id\n"
+           "  --time T           seconds on the tracks' clock at which actors are placed;\n"
+           "                     default 0\n\n"
            "Exit status: 0 success; 1 the scene could not be loaded, rendered or written (the\n"
            "message names the file); 2 bad usage.\n",
            usage);
 }
 
 enum { OPT_PLY = 256, OPT_OUT, OPT_CAMERA, OPT_WIDTH, OPT_HEIGHT, OPT_FOV, OPT_POSE, OPT_THREADS,
-       OPT_HELP };
+       OPT_HELP, OPT_TRACKS, OPT_TIME };
 
 /* "x,y,z,yaw". */
 static int parse_pose(const char *s, double v[4])
@@ -108,9 +116,12 @@ static int sim_render(int argc, char **argv)
         {"pose", required_argument, NULL, OPT_POSE},
         {"threads", required_argument, NULL, OPT_THREADS},
         {"help", no_argument, NULL, OPT_HELP},
+        {"tracks", required_argument, NULL, OPT_TRACKS},
+        {"time", required_argument, NULL, OPT_TIME},
         {NULL, 0, NULL, 0},
     };
-    const char *cmd = "sim render", *ply = NULL, *out = NULL, *model = "pinhole";
+    const char *cmd = "sim render", *ply = NULL, *out = NULL, *model = "pinhole", *tracks = NULL;
+    double time_s = 0;
     long width = 960, height = 540, threads = cli_default_threads();
     double fov = 0, pose_v[4] = {0, 0, 0, 0};
     int c;
@@ -146,6 +157,11 @@ static int sim_render(int argc, char **argv)
         case OPT_THREADS:
             if (cli_parse_int(optarg, 1, 1024, &threads))
                 return cli_usage_error(cmd, usage, "bad --threads '%s' (1..1024)", optarg);
+            break;
+        case OPT_TRACKS: tracks = optarg; break;
+        case OPT_TIME:
+            if (cli_parse_double(optarg, -DBL_MAX, DBL_MAX, &time_s))
+                return cli_usage_error(cmd, usage, "bad --time '%s' (seconds)", optarg);
             break;
         default:
             if (optopt >= OPT_PLY)
@@ -187,6 +203,7 @@ static int sim_render(int argc, char **argv)
     memset(&img, 0, sizeof img);
     const int64_t shape[3] = {h, w, 3};
     st = dk_scene_load_ply(ply, 0, &scene);
+    if (!st && tracks) st = dk_scene_load_tracks_json(scene, tracks);
     if (!st && threads > 1) {
         dk_pool_config pc;
         dk_pool_config_init(&pc);
@@ -208,6 +225,7 @@ static int sim_render(int argc, char **argv)
     if (!st) {
         dk_render_config rc;
         dk_render_config_init(&rc);
+        rc.time = time_s;
         double t0 = now_ms();
         st = dk_render_camera(scene, &cam, &cam_to_world, &rc, pool, rgb, NULL, NULL);
         ms = now_ms() - t0;

@@ -24,6 +24,7 @@ static const subcommand commands[] = {
     {"world", "generate driving scenarios, nuScenes-layout datasets and condition videos", cmd_world},
     {"video", "frame-exact on-demand video decoding: info, framemd5, extract", cmd_video},
     {"sim", "render Gaussian-splat scenes (3DGS PLY) for any camera model", cmd_sim},
+    {"data", "nuScenes training pipeline: dataset info, samples/s and per-step times", cmd_data},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

@@ -119,6 +119,8 @@ typedef struct {
     PyTypeObject *camera_type;
     PyTypeObject *video_type;
     PyTypeObject *scene_type;
+    PyTypeObject *sim_type;
+    PyTypeObject *loader_type;
     PyObject *exc[DKPY_EXC_COUNT];
 } dkpy_state;
 
@@ -3712,6 +3714,12 @@ static PyType_Spec video_spec = {
 typedef struct {
     PyObject_HEAD
     dk_scene *s;
+    /* Only the actor tracks of a scene change (set_actor_track, load_tracks).
+       Guarded by the GIL: `readers` counts calls reading the scene with the
+       GIL released, `writing` is set while tracks change; a change while
+       someone reads (or a read while tracks change) raises instead of racing. */
+    Py_ssize_t readers;
+    int writing;
 } dkpy_Scene;
 
 static PyObject *scene_wrap(dkpy_state *st, dk_scene *s)
@@ -3722,7 +3730,34 @@ static PyObject *scene_wrap(dkpy_state *st, dk_scene *s)
         return NULL;
     }
     self->s = s;
+    self->readers = 0;
+    self->writing = 0;
     return (PyObject *)self;
+}
+
+/* Raises drivekit.Error (DK_ESTATE) for a read during a track change or a
+ * change during reads; else registers the caller. Call with the GIL held. */
+static int scene_begin(dkpy_state *st, PyObject *obj, int write)
+{
+    dkpy_Scene *self = (dkpy_Scene *)obj;
+    if (self->writing || (write && self->readers > 0)) {
+        dkpy_msg m;
+        snprintf(m.text, sizeof m.text, "Scene: %s",
+                 self->writing ? "its actor tracks are being changed by another thread"
+                               : "cannot change actor tracks while another thread renders it");
+        dkpy_raise(st, DK_ESTATE, &m);
+        return -1;
+    }
+    if (write) self->writing = 1;
+    else self->readers++;
+    return 0;
+}
+
+static void scene_end(PyObject *obj, int write)
+{
+    dkpy_Scene *self = (dkpy_Scene *)obj;
+    if (write) self->writing = 0;
+    else self->readers--;
 }
 
 static void scene_dealloc(PyObject *obj)
@@ -3940,14 +3975,15 @@ static int pose_arg(dkpy_state *st, PyObject *obj, const char *what, dk_pose *ou
 static PyObject *scene_render(PyObject *obj, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"camera", "cam_to_world", "background", "threads", "rolling_shutter",
-                             "cam_to_world_end", "want_depth", NULL};
+                             "cam_to_world_end", "want_depth", "time", NULL};
     dkpy_state *st = state_of_type(Py_TYPE(obj));
     PyObject *camobj, *pose_obj, *threads = NULL, *end_obj = Py_None;
     float bg[3] = {0, 0, 0};
     int rolling = 0, want_depth = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|$(fff)OpOp:render", kwlist, &camobj,
+    double time_s = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|$(fff)OpOpd:render", kwlist, &camobj,
                                      &pose_obj, &bg[0], &bg[1], &bg[2], &threads, &rolling,
-                                     &end_obj, &want_depth))
+                                     &end_obj, &want_depth, &time_s))
         return NULL;
     if (!PyObject_TypeCheck(camobj, st->camera_type)) {
         PyErr_Format(PyExc_TypeError, "render(): camera must be a drivekit.camera.Camera, not %.100s",
@@ -3957,6 +3993,7 @@ static PyObject *scene_render(PyObject *obj, PyObject *args, PyObject *kwds)
     dk_render_config cfg;
     dk_render_config_init(&cfg);
     memcpy(cfg.background, bg, sizeof bg);
+    cfg.time = time_s;
     dk_pose pose;
     if (pose_arg(st, pose_obj, "cam_to_world", &pose) < 0) return NULL;
     if (rolling) {
@@ -3970,6 +4007,10 @@ static PyObject *scene_render(PyObject *obj, PyObject *args, PyObject *kwds)
     dk_camera cam = ((dkpy_Camera *)camobj)->cam;
     dkpy_pool_arg pa;
     if (pool_arg(st, threads, &pa) < 0) return NULL;
+    if (scene_begin(st, obj, 0) < 0) {
+        pool_arg_done(&pa);
+        return NULL;
+    }
     const dk_scene *s = ((dkpy_Scene *)obj)->s;
     int64_t shape3[3] = {cam.height, cam.width, 3};
     dk_tensor rgb, alpha, depth;
@@ -3993,6 +4034,7 @@ static PyObject *scene_render(PyObject *obj, PyObject *args, PyObject *kwds)
     }
     pool_arg_done(&pa);
     Py_END_ALLOW_THREADS
+    scene_end(obj, 0);
     if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
     PyObject *r = tensor_wrap(st, &rgb);
     PyObject *a = tensor_wrap(st, &alpha);
@@ -4006,6 +4048,277 @@ static PyObject *scene_render(PyObject *obj, PyObject *args, PyObject *kwds)
     return Py_BuildValue("(NNN)", r, a, d);
 }
 
+/* A C-contiguous float64 buffer of exactly `count` elements. */
+static int f64_arg(dkpy_state *st, PyObject *obj, const char *what, Py_ssize_t count,
+                   Py_buffer *view)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_BufferError) && !PyErr_ExceptionMatches(PyExc_TypeError))
+            return -1;
+        PyErr_Clear();
+        dkpy_invalid(st, "%s must be a C-contiguous float64 array", what);
+        return -1;
+    }
+    const char *f = view->format ? view->format : "B";
+    if (*f == '@' || *f == '=' || *f == '<') f++;
+    if (strcmp(f, "d") != 0 || view->itemsize != 8 || view->len != count * 8) {
+        PyBuffer_Release(view);
+        dkpy_invalid(st, "%s must be a C-contiguous float64 array of %zd elements", what, count);
+        return -1;
+    }
+    return 0;
+}
+
+/* set_actor_track(actor_id, n, times (n,) float64, poses (n, 4, 4) float64) */
+static PyObject *scene_set_actor_track(PyObject *obj, PyObject *args)
+{
+    dkpy_state *st = state_of_type(Py_TYPE(obj));
+    long long id;
+    Py_ssize_t n;
+    PyObject *tobj, *pobj;
+    if (!PyArg_ParseTuple(args, "LnOO:set_actor_track", &id, &n, &tobj, &pobj)) return NULL;
+    if (id < 0 || id > INT32_MAX)
+        return dkpy_invalid(st, "set_actor_track(): actor_id %lld outside [0, 2^31-1]", id);
+    if (n < 1 || n > INT32_MAX / 16)
+        return dkpy_invalid(st, "set_actor_track(): %zd keyframes (at least 1)", n);
+    Py_buffer tv, pv;
+    if (f64_arg(st, tobj, "times", n, &tv) < 0) return NULL;
+    if (f64_arg(st, pobj, "poses", n * 16, &pv) < 0) {
+        PyBuffer_Release(&tv);
+        return NULL;
+    }
+    dk_pose *poses = PyMem_Malloc((size_t)n * sizeof *poses);
+    int rc = poses ? DK_OK : DK_ENOMEM;
+    dkpy_msg msg = {{0}};
+    if (!poses) snprintf(msg.text, sizeof msg.text, "set_actor_track(): out of memory");
+    for (Py_ssize_t k = 0; k < n && rc == DK_OK; k++) {
+        rc = dk_pose_from_matrix((const double *)pv.buf + 16 * k, &poses[k]);
+        if (rc != DK_OK)
+            snprintf(msg.text, sizeof msg.text, "set_actor_track(): actor %lld: keyframe %zd: %s",
+                     id, k, dk_errmsg());
+    }
+    if (rc == DK_OK && scene_begin(st, obj, 1) < 0) {
+        PyBuffer_Release(&tv);
+        PyBuffer_Release(&pv);
+        PyMem_Free(poses);
+        return NULL;
+    }
+    if (rc == DK_OK) {
+        /* quick and memory-only: done with the GIL held, no reader can start */
+        rc = dk_scene_set_actor_track(((dkpy_Scene *)obj)->s, (int32_t)id, (int)n,
+                                      (const double *)tv.buf, poses);
+        if (rc != DK_OK) msg_grab(&msg);
+        scene_end(obj, 1);
+    }
+    PyBuffer_Release(&tv);
+    PyBuffer_Release(&pv);
+    PyMem_Free(poses);
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    Py_RETURN_NONE;
+}
+
+/* actor_pose(actor_id, t) -> tuple of 16 floats (row-major 4x4) */
+static PyObject *scene_actor_pose(PyObject *obj, PyObject *args)
+{
+    dkpy_state *st = state_of_type(Py_TYPE(obj));
+    long long id;
+    double t;
+    if (!PyArg_ParseTuple(args, "Ld:actor_pose", &id, &t)) return NULL;
+    if (id < INT32_MIN || id > INT32_MAX)
+        return dkpy_invalid(st, "actor_pose(): actor_id %lld out of range", id);
+    if (scene_begin(st, obj, 0) < 0) return NULL;
+    dk_pose p;
+    int rc = dk_scene_actor_pose(((dkpy_Scene *)obj)->s, (int32_t)id, t, &p);
+    scene_end(obj, 0);
+    if (rc != DK_OK) return dkpy_raise(st, rc, NULL);
+    double m[16];
+    dk_pose_to_matrix(&p, m);
+    PyObject *tup = PyTuple_New(16);
+    for (int i = 0; tup && i < 16; i++) {
+        PyObject *v = PyFloat_FromDouble(m[i]);
+        if (!v) {
+            Py_CLEAR(tup);
+            break;
+        }
+        PyTuple_SET_ITEM(tup, i, v);
+    }
+    return tup;
+}
+
+static PyObject *scene_actor_ids(PyObject *obj, PyObject *noargs)
+{
+    (void)noargs;
+    dkpy_state *st = state_of_type(Py_TYPE(obj));
+    if (scene_begin(st, obj, 0) < 0) return NULL;
+    const dk_scene *s = ((dkpy_Scene *)obj)->s;
+    int n = dk_scene_actor_track_count(s);
+    int32_t *ids = PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof *ids);
+    PyObject *list = NULL;
+    if (!ids) {
+        PyErr_NoMemory();
+    } else {
+        n = dk_scene_actor_track_ids(s, ids, n);
+        list = PyList_New(n);
+        for (int i = 0; list && i < n; i++) {
+            PyObject *v = PyLong_FromLong(ids[i]);
+            if (!v) Py_CLEAR(list);
+            else PyList_SET_ITEM(list, i, v);
+        }
+    }
+    scene_end(obj, 0);
+    PyMem_Free(ids);
+    return list;
+}
+
+static PyObject *scene_tracks_io(PyObject *obj, PyObject *arg, int load)
+{
+    dkpy_state *st = state_of_type(Py_TYPE(obj));
+    PyObject *path = NULL;
+    if (!PyUnicode_FSConverter(arg, &path)) return NULL;
+    if (scene_begin(st, obj, load) < 0) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    const char *cpath = PyBytes_AS_STRING(path);
+    dk_scene *s = ((dkpy_Scene *)obj)->s;
+    int rc;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    rc = load ? dk_scene_load_tracks_json(s, cpath) : dk_scene_save_tracks_json(s, cpath);
+    if (rc != DK_OK) msg_grab(&msg);
+    Py_END_ALLOW_THREADS
+    scene_end(obj, load);
+    Py_DECREF(path);
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    Py_RETURN_NONE;
+}
+
+static PyObject *scene_save_tracks(PyObject *obj, PyObject *arg)
+{
+    return scene_tracks_io(obj, arg, 0);
+}
+
+static PyObject *scene_load_tracks(PyObject *obj, PyObject *arg)
+{
+    return scene_tracks_io(obj, arg, 1);
+}
+
+static PyObject *py_scene_from_scenario(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"scenario", "seed", "duration", "density", "object_density",
+                             "margin", "sh_degree", "include", "jitter_seed", NULL};
+    dkpy_state *st = state_of_module(module);
+    PyObject *path = NULL, *scen = Py_None;
+    unsigned long long seed = 1, jitter = 0;
+    double duration = 20;
+    unsigned int include = DK_FROM_WORLD_ALL;
+    dk_scene_from_world_config cfg;
+    dk_scene_from_world_config_init(&cfg);
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$KddddiIK:scene_from_scenario", kwlist,
+                                     &scen, &seed, &duration, &cfg.density, &cfg.object_density,
+                                     &cfg.margin, &cfg.sh_degree, &include, &jitter))
+        return NULL;
+    if (scen != Py_None && !PyUnicode_FSConverter(scen, &path)) return NULL;
+    cfg.include = include;
+    cfg.seed = jitter;
+    const char *cpath = path ? PyBytes_AS_STRING(path) : NULL;
+    dk_scenario *sc = NULL;
+    dk_scene *s = NULL;
+    int rc;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    if (cpath) {
+        rc = dk_scenario_load(cpath, &sc);
+    } else {
+        dk_world_gen_config g;
+        dk_world_gen_config_init(&g);
+        g.seed = seed;
+        g.duration = duration;
+        rc = dk_world_generate(&g, &sc);
+    }
+    if (rc == DK_OK) rc = dk_scene_from_scenario(sc, &cfg, &s);
+    if (rc != DK_OK) msg_grab(&msg);
+    dk_scenario_destroy(sc);
+    Py_END_ALLOW_THREADS
+    Py_XDECREF(path);
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    return scene_wrap(st, s);
+}
+
+/* One lidar sweep (dk_render_lidar) and its points (dk_lidar_points). */
+static PyObject *scene_render_lidar(PyObject *obj, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"lidar", "lidar_to_world", "time", "lidar_to_world_end", "threads",
+                             "hit_threshold", "raydrop_mode", "raydrop_threshold", "seed",
+                             "default_intensity", "default_raydrop", NULL};
+    dkpy_state *st = state_of_type(Py_TYPE(obj));
+    PyObject *lidar_obj, *pose_obj, *end_obj = Py_None, *threads = NULL;
+    dk_lidar_render_config cfg;
+    dk_lidar_render_config_init(&cfg);
+    int mode = (int)cfg.raydrop_mode;
+    unsigned long long seed = 0;
+    float def_i = cfg.default_intensity, def_d = cfg.default_raydrop;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|$dOOdidKff:render_lidar", kwlist,
+                                     &lidar_obj, &pose_obj, &cfg.time, &end_obj, &threads,
+                                     &cfg.hit_threshold, &mode, &cfg.raydrop_threshold, &seed,
+                                     &def_i, &def_d))
+        return NULL;
+    cfg.raydrop_mode = (dk_lidar_raydrop_mode)mode;
+    cfg.raydrop_seed = (uint64_t)seed;
+    cfg.default_intensity = def_i;
+    cfg.default_raydrop = def_d;
+    dk_lidar_model m;
+    if (lidar_arg(st, lidar_obj, &m) < 0) return NULL;
+    dk_pose pose;
+    if (pose_arg(st, pose_obj, "lidar_to_world", &pose) < 0) return NULL;
+    if (end_obj != Py_None) {
+        cfg.sensor_motion = 1;
+        if (pose_arg(st, end_obj, "lidar_to_world_end", &cfg.lidar_to_world_end) < 0) return NULL;
+    }
+    dkpy_pool_arg pa;
+    if (pool_arg(st, threads, &pa) < 0) return NULL;
+    const dk_scene *s = ((dkpy_Scene *)obj)->s;
+    int64_t shape[2] = {m.n_beams, m.n_columns};
+    int64_t pshape[2] = {(int64_t)m.n_beams * m.n_columns, 6};
+    dk_tensor t[5];
+    memset(t, 0, sizeof t);
+    int rc = DK_OK;
+    int64_t np = 0;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    for (int i = 0; i < 4 && rc == DK_OK; i++) rc = dk_tensor_alloc(&t[i], DK_F32, 2, shape);
+    if (rc == DK_OK) rc = dk_tensor_alloc(&t[4], DK_F32, 2, pshape);
+    if (rc == DK_OK)
+        rc = dk_render_lidar(s, &m, &pose, &cfg, pa.pool, (float *)t[0].data, (float *)t[1].data,
+                             (float *)t[2].data, (float *)t[3].data);
+    if (rc == DK_OK)
+        rc = dk_lidar_points(&m, &pose, &cfg, (const float *)t[0].data, (const float *)t[1].data,
+                             (const float *)t[2].data, (float *)t[4].data, pshape[0], &np);
+    if (rc == DK_OK) {
+        t[4].shape[0] = np;   /* a view of the first np rows */
+    } else {
+        msg_grab(&msg);
+        for (int i = 0; i < 5; i++) dk_tensor_release(&t[i]);
+    }
+    pool_arg_done(&pa);
+    Py_END_ALLOW_THREADS
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    PyObject *o[5];
+    int ok = 1;
+    for (int i = 0; i < 5; i++) {
+        o[i] = ok ? tensor_wrap(st, &t[i]) : NULL;
+        if (!o[i]) {
+            dk_tensor_release(&t[i]);
+            ok = 0;
+        }
+    }
+    if (!ok) {
+        for (int i = 0; i < 5; i++) Py_XDECREF(o[i]);
+        return NULL;
+    }
+    return Py_BuildValue("(NNNNN)", o[0], o[1], o[2], o[3], o[4]);
+}
+
 static PyGetSetDef scene_getset[] = {
     {"sh_degree", scene_get_sh_degree, NULL, "SH degree of the stored colours (0..3).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -4013,13 +4326,29 @@ static PyGetSetDef scene_getset[] = {
 
 static PyMethodDef scene_methods[] = {
     {"save_ply", scene_save_ply, METH_O, "save_ply(path) -> None (dk_scene_save_ply)"},
+    {"set_actor_track", scene_set_actor_track, METH_VARARGS,
+     "set_actor_track(actor_id, n, times, poses) -> None (dk_scene_set_actor_track);\n"
+     "times: C-contiguous float64 (n,), poses: float64 (n, 4, 4) actor_to_world"},
+    {"actor_pose", scene_actor_pose, METH_VARARGS,
+     "actor_pose(actor_id, t) -> tuple of 16 floats (row-major 4x4; dk_scene_actor_pose)"},
+    {"actor_ids", scene_actor_ids, METH_NOARGS, "actor_ids() -> list of tracked actor ids"},
+    {"save_tracks", scene_save_tracks, METH_O,
+     "save_tracks(path) -> None (dk_scene_save_tracks_json)"},
+    {"load_tracks", scene_load_tracks, METH_O,
+     "load_tracks(path) -> None (dk_scene_load_tracks_json: replaces every track)"},
     {"arrays", scene_arrays, METH_NOARGS,
      "arrays() -> dict of Tensors (copies of the stored, pre-activation values)"},
     {"render", DKPY_KW(scene_render),
      "render(camera, cam_to_world, *, background=(0, 0, 0), threads=None,\n"
-     "       rolling_shutter=False, cam_to_world_end=None, want_depth=True)\n"
+     "       rolling_shutter=False, cam_to_world_end=None, want_depth=True, time=0.0)\n"
      "-> (rgb Tensor (H, W, 3), alpha Tensor (H, W), depth Tensor (H, W) or None)\n\n"
      "cam_to_world(_end): C-contiguous float64 4x4 (dk_pose_from_matrix)."},
+    {"render_lidar", DKPY_KW(scene_render_lidar),
+     "render_lidar(lidar, lidar_to_world, *, time=0.0, lidar_to_world_end=None, threads=None,\n"
+     "             hit_threshold=0.5, raydrop_mode=1, raydrop_threshold=0.5, seed=0,\n"
+     "             default_intensity=0.5, default_raydrop=0.0)\n"
+     "-> (range, intensity, raydrop, alpha Tensors (n_beams, n_columns), points (N, 6))\n\n"
+     "lidar: preset number or lidar_preset() dict; poses: C-contiguous float64 4x4."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -4040,6 +4369,681 @@ static PyType_Spec scene_spec = {
     .itemsize = 0,
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = scene_slots,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Closed-loop simulator (drivekit.sim.Simulator)                            */
+/*
+ * _drivekit.Sim owns a dk_sim and a reference to the Scene it renders, which
+ * the dk_sim borrows (scenes are immutable, so that is all it needs). Every
+ * call releases the GIL; the dk_sim serialises calls on itself.
+ */
+
+typedef struct {
+    PyObject_HEAD
+    dk_sim *sim;
+    PyObject *scene;   /* the _drivekit.Scene the dk_sim borrows */
+} dkpy_Sim;
+
+static PyObject *py_sim_create(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"scene", "width", "height", "threads", "rolling_shutter",
+                             "background", "tracks", NULL};
+    dkpy_state *st = state_of_module(module);
+    PyObject *scene, *tracks_obj = Py_None, *tracks = NULL;
+    int width = 1600, height = 900, threads = 1, rolling = 1;
+    float bg[3] = {0, 0, 0};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|iiip(fff)O:sim_create", kwlist, &scene,
+                                     &width, &height, &threads, &rolling, &bg[0], &bg[1], &bg[2],
+                                     &tracks_obj))
+        return NULL;
+    if (tracks_obj != Py_None && !PyUnicode_FSConverter(tracks_obj, &tracks)) return NULL;
+    const char *tracks_path = tracks ? PyBytes_AS_STRING(tracks) : NULL;
+    if (!PyObject_TypeCheck(scene, st->scene_type)) {
+        PyErr_Format(PyExc_TypeError, "sim_create(): scene must be a drivekit Scene, not %.100s",
+                     Py_TYPE(scene)->tp_name);
+        Py_XDECREF(tracks);
+        return NULL;
+    }
+    if (width < 1 || width > 65536 || height < 1 || height > 65536)
+    {
+        Py_XDECREF(tracks);
+        return dkpy_invalid(st, "sim_create(): camera size %dx%d outside [1, 65536]", width,
+                            height);
+    }
+    dk_rig *rig = PyMem_Malloc(sizeof *rig);
+    if (!rig) {
+        Py_XDECREF(tracks);
+        return PyErr_NoMemory();
+    }
+    /* dk_sim_create copies the scene's actor tracks without the GIL: no track
+       change may run meanwhile (renders use the sim's own copy after that). */
+    if (scene_begin(st, scene, 0) < 0) {
+        PyMem_Free(rig);
+        Py_XDECREF(tracks);
+        return NULL;
+    }
+    dk_sim_config sc;
+    dk_sim_config_init(&sc);
+    sc.n_threads = threads;
+    sc.rolling_shutter = rolling;
+    memcpy(sc.render.background, bg, sizeof bg);
+    const dk_scene *s = ((dkpy_Scene *)scene)->s;
+    dk_sim *sim = NULL;
+    int rc;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    dk_rig_nuscenes(rig, width, height);
+    rc = dk_sim_create(s, rig, &sc, &sim);
+    if (rc == DK_OK && tracks_path) {
+        rc = dk_sim_load_tracks_json(sim, tracks_path);
+        if (rc != DK_OK) {
+            msg_grab(&msg);
+            dk_sim_destroy(sim);
+            sim = NULL;
+        }
+    } else if (rc != DK_OK) {
+        msg_grab(&msg);
+    }
+    Py_END_ALLOW_THREADS
+    scene_end(scene, 0);
+    PyMem_Free(rig);
+    Py_XDECREF(tracks);
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    dkpy_Sim *self = PyObject_New(dkpy_Sim, st->sim_type);
+    if (!self) {
+        dk_sim_destroy(sim);
+        return NULL;
+    }
+    self->sim = sim;
+    self->scene = Py_NewRef(scene);
+    return (PyObject *)self;
+}
+
+static void sim_dealloc(PyObject *obj)
+{
+    dkpy_Sim *self = (dkpy_Sim *)obj;
+    PyTypeObject *tp = Py_TYPE(obj);
+    dk_sim *sim = self->sim;
+    self->sim = NULL;
+    if (sim) {
+        Py_BEGIN_ALLOW_THREADS
+        dk_sim_destroy(sim);
+        Py_END_ALLOW_THREADS
+    }
+    Py_CLEAR(self->scene);   /* after the dk_sim that borrows it */
+    tp->tp_free(obj);
+    Py_DECREF(tp);
+}
+
+static PyObject *sim_sensors(PyObject *obj, PyObject *noargs)
+{
+    (void)noargs;
+    const dk_rig *rig = dk_sim_rig(((dkpy_Sim *)obj)->sim);
+    PyObject *list = PyList_New(rig->n_sensors);
+    for (int i = 0; list && i < rig->n_sensors; i++) {
+        PyObject *d = rig_sensor_dict(&rig->sensors[i]);
+        if (!d) Py_CLEAR(list);
+        else PyList_SET_ITEM(list, i, d);
+    }
+    return list;
+}
+
+static PyObject *sim_find_sensor(PyObject *obj, PyObject *arg)
+{
+    dkpy_state *st = state_of_type(Py_TYPE(obj));
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (!name) return NULL;
+    dk_sim *sim = ((dkpy_Sim *)obj)->sim;
+    int rc;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_sim_find_sensor(sim, name);
+    if (rc < 0) msg_grab(&msg);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) return dkpy_raise(st, rc, &msg);
+    return PyLong_FromLong(rc);
+}
+
+static PyObject *sim_render_camera(PyObject *obj, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"sensor", "ego_to_world", "timestamp", "ego_to_world_end",
+                             "want_depth", NULL};
+    dkpy_state *st = state_of_type(Py_TYPE(obj));
+    int sensor, want_depth = 1;
+    PyObject *pose_obj, *end_obj = Py_None;
+    double t;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOd|Op:render_camera", kwlist, &sensor,
+                                     &pose_obj, &t, &end_obj, &want_depth))
+        return NULL;
+    dk_pose ego, end;
+    if (pose_arg(st, pose_obj, "ego_to_world", &ego) < 0) return NULL;
+    if (end_obj != Py_None && pose_arg(st, end_obj, "ego_to_world_end", &end) < 0) return NULL;
+    dk_sim *sim = ((dkpy_Sim *)obj)->sim;
+    const dk_rig *rig = dk_sim_rig(sim);
+    if (sensor < 0 || sensor >= rig->n_sensors ||
+        rig->sensors[sensor].kind != DK_SENSOR_CAMERA) {
+        int rc = sensor < 0 || sensor >= rig->n_sensors ? DK_ERANGE : DK_EINVAL;
+        dkpy_msg msg = {{0}};
+        Py_BEGIN_ALLOW_THREADS
+        dk_sim_render_camera(sim, sensor, &ego, t, NULL, NULL, NULL, NULL);
+        msg_grab(&msg);
+        Py_END_ALLOW_THREADS
+        return dkpy_raise(st, rc, &msg);
+    }
+    const dk_camera *cam = &rig->sensors[sensor].camera;
+    int64_t shape3[3] = {cam->height, cam->width, 3};
+    dk_tensor rgb, alpha, depth;
+    memset(&rgb, 0, sizeof rgb);
+    memset(&alpha, 0, sizeof alpha);
+    memset(&depth, 0, sizeof depth);
+    int rc;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_tensor_alloc(&rgb, DK_F32, 3, shape3);
+    if (rc == DK_OK) rc = dk_tensor_alloc(&alpha, DK_F32, 2, shape3);
+    if (rc == DK_OK && want_depth) rc = dk_tensor_alloc(&depth, DK_F32, 2, shape3);
+    if (rc == DK_OK)
+        rc = dk_sim_render_camera(sim, sensor, &ego, t, end_obj != Py_None ? &end : NULL,
+                                  (float *)rgb.data, (float *)alpha.data,
+                                  want_depth ? (float *)depth.data : NULL);
+    if (rc != DK_OK) {
+        msg_grab(&msg);
+        dk_tensor_release(&rgb);
+        dk_tensor_release(&alpha);
+        dk_tensor_release(&depth);
+    }
+    Py_END_ALLOW_THREADS
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    PyObject *r = tensor_wrap(st, &rgb);
+    PyObject *a = tensor_wrap(st, &alpha);
+    PyObject *d = want_depth ? tensor_wrap(st, &depth) : Py_NewRef(Py_None);
+    if (!r || !a || !d) {
+        Py_XDECREF(r);
+        Py_XDECREF(a);
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return Py_BuildValue("(NNN)", r, a, d);
+}
+
+static PyObject *sim_render_lidar(PyObject *obj, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"sensor", "ego_to_world", "timestamp", "ego_to_world_end", "points",
+                             NULL};
+    dkpy_state *st = state_of_type(Py_TYPE(obj));
+    int sensor, want_points = 0;
+    PyObject *pose_obj, *end_obj = Py_None;
+    double t;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOd|Op:render_lidar", kwlist, &sensor,
+                                     &pose_obj, &t, &end_obj, &want_points))
+        return NULL;
+    dk_pose ego, end;
+    if (pose_arg(st, pose_obj, "ego_to_world", &ego) < 0) return NULL;
+    if (end_obj != Py_None && pose_arg(st, end_obj, "ego_to_world_end", &end) < 0) return NULL;
+    const dk_pose *endp = end_obj != Py_None ? &end : NULL;
+    dk_sim *sim = ((dkpy_Sim *)obj)->sim;
+    const dk_rig *rig = dk_sim_rig(sim);
+    int ok_sensor = sensor >= 0 && sensor < rig->n_sensors &&
+                    rig->sensors[sensor].kind == DK_SENSOR_LIDAR;
+    int64_t shape[2] = {1, 1};
+    if (ok_sensor) {
+        shape[0] = rig->sensors[sensor].lidar.n_beams;
+        shape[1] = rig->sensors[sensor].lidar.n_columns;
+    }
+    dk_tensor out[5];
+    memset(out, 0, sizeof out);
+    int rc = DK_OK;
+    int64_t n_points = 0;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    if (!ok_sensor) {
+        rc = dk_sim_render_lidar(sim, sensor, &ego, t, endp, NULL, NULL, NULL, NULL);
+        if (rc == DK_OK) rc = DK_EINTERNAL;   /* unreachable: the sensor is no lidar */
+    }
+    for (int i = 0; i < 4 && rc == DK_OK; i++) rc = dk_tensor_alloc(&out[i], DK_F32, 2, shape);
+    if (rc == DK_OK)
+        rc = dk_sim_render_lidar(sim, sensor, &ego, t, endp, (float *)out[0].data,
+                                 (float *)out[1].data, (float *)out[2].data, (float *)out[3].data);
+    if (rc == DK_OK && want_points) {
+        int64_t pshape[2] = {shape[0] * shape[1], 6};
+        rc = dk_tensor_alloc(&out[4], DK_F32, 2, pshape);
+        if (rc == DK_OK)
+            rc = dk_sim_lidar_points(sim, sensor, &ego, t, endp, (const float *)out[0].data,
+                                     (const float *)out[1].data, (const float *)out[2].data,
+                                     (float *)out[4].data, pshape[0], &n_points);
+        if (rc == DK_OK) out[4].shape[0] = n_points;   /* a prefix of the buffer */
+    }
+    if (rc != DK_OK) {
+        msg_grab(&msg);
+        for (int i = 0; i < 5; i++) dk_tensor_release(&out[i]);
+    }
+    Py_END_ALLOW_THREADS
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    static const char *const names[5] = {"range", "intensity", "raydrop", "alpha", "points"};
+    PyObject *d = PyDict_New();
+    int ok = d != NULL;
+    for (int i = 0; i < (want_points ? 5 : 4); i++) {
+        PyObject *v = ok ? tensor_wrap(st, &out[i]) : NULL;
+        if (!v) {
+            dk_tensor_release(&out[i]);
+            ok = 0;
+            continue;
+        }
+        if (PyDict_SetItemString(d, names[i], v) < 0) ok = 0;
+        Py_DECREF(v);
+    }
+    if (!ok) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+static PyObject *sim_set_actor_pose(PyObject *obj, PyObject *args)
+{
+    dkpy_state *st = state_of_type(Py_TYPE(obj));
+    int id;
+    double t;
+    PyObject *pose_obj;
+    if (!PyArg_ParseTuple(args, "idO:set_actor_pose", &id, &t, &pose_obj)) return NULL;
+    dk_pose pose;
+    if (pose_arg(st, pose_obj, "actor_to_world", &pose) < 0) return NULL;
+    dk_sim *sim = ((dkpy_Sim *)obj)->sim;
+    int rc;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_sim_set_actor_pose(sim, id, t, &pose);
+    if (rc != DK_OK) msg_grab(&msg);
+    Py_END_ALLOW_THREADS
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    Py_RETURN_NONE;
+}
+
+static PyObject *sim_clear_actor_pose(PyObject *obj, PyObject *args)
+{
+    dkpy_state *st = state_of_type(Py_TYPE(obj));
+    int id;
+    if (!PyArg_ParseTuple(args, "i:clear_actor_pose", &id)) return NULL;
+    dk_sim *sim = ((dkpy_Sim *)obj)->sim;
+    int rc;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_sim_clear_actor_pose(sim, id);
+    if (rc != DK_OK) msg_grab(&msg);
+    Py_END_ALLOW_THREADS
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    Py_RETURN_NONE;
+}
+
+/* Actor pose at t as a row-major 4x4 in a tuple of 16 floats. */
+static PyObject *sim_actor_pose(PyObject *obj, PyObject *args)
+{
+    dkpy_state *st = state_of_type(Py_TYPE(obj));
+    int id;
+    double t;
+    if (!PyArg_ParseTuple(args, "id:actor_pose", &id, &t)) return NULL;
+    dk_sim *sim = ((dkpy_Sim *)obj)->sim;
+    dk_pose p;
+    int rc;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_sim_actor_pose(sim, id, t, &p);
+    if (rc != DK_OK) msg_grab(&msg);
+    Py_END_ALLOW_THREADS
+    if (rc != DK_OK) return dkpy_raise(st, rc, &msg);
+    double m[16];
+    dk_pose_to_matrix(&p, m);
+    return double_tuple(m, 16);
+}
+
+static PyMethodDef sim_methods[] = {
+    {"sensors", sim_sensors, METH_NOARGS, "sensors() -> list of dict (the rig, rig_nuscenes layout)"},
+    {"find_sensor", sim_find_sensor, METH_O, "find_sensor(name) -> int (dk_sim_find_sensor)"},
+    {"render_camera", DKPY_KW(sim_render_camera),
+     "render_camera(sensor, ego_to_world, timestamp, ego_to_world_end=None, want_depth=True)\n"
+     "-> (rgb Tensor (H, W, 3), alpha Tensor (H, W), depth Tensor (H, W) or None)\n\n"
+     "ego_to_world(_end): C-contiguous float64 4x4 (dk_sim_render_camera)."},
+    {"render_lidar", DKPY_KW(sim_render_lidar),
+     "render_lidar(sensor, ego_to_world, timestamp, ego_to_world_end=None, points=False)\n"
+     "-> dict of Tensors: range, intensity, raydrop, alpha (beams, columns), and with\n"
+     "points=True points (N, 6) = x, y, z, intensity, ring, time (dk_sim_render_lidar,\n"
+     "dk_sim_lidar_points)."},
+    {"set_actor_pose", sim_set_actor_pose, METH_VARARGS,
+     "set_actor_pose(actor_id, timestamp, actor_to_world) (dk_sim_set_actor_pose)"},
+    {"clear_actor_pose", sim_clear_actor_pose, METH_VARARGS,
+     "clear_actor_pose(actor_id) (dk_sim_clear_actor_pose; -1 = every actor)"},
+    {"actor_pose", sim_actor_pose, METH_VARARGS,
+     "actor_pose(actor_id, t) -> tuple of 16 floats (row-major 4x4, dk_sim_actor_pose)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot sim_slots[] = {
+    {Py_tp_doc, (void *)"A closed-loop simulator (dk_sim) over a Scene and the nuScenes rig.\n"
+                        "Made by sim_create. Use drivekit.sim.Simulator."},
+    {Py_tp_dealloc, (void *)sim_dealloc},
+    {Py_tp_methods, sim_methods},
+    {0, NULL},
+};
+
+static PyType_Spec sim_spec = {
+    .name = "drivekit._drivekit.Sim",
+    .basicsize = sizeof(dkpy_Sim),
+    .itemsize = 0,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = sim_slots,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Training data loader (drivekit.data)                                      */
+
+/* A loader owns the whole chain: the nuScenes tables, the sample source, the
+ * pipeline, the sampler, its pool and the dk_loader. next() runs with the GIL
+ * released; a batch comes back as Tensors viewing one shared buffer. */
+typedef struct {
+    PyObject_HEAD
+    dk_nusc *db;
+    dk_nusc_source *src;
+    dk_pipeline *pipe;
+    dk_sampler *sampler;
+    dk_pool *pool;
+    dk_loader *loader;
+    int busy;
+} dkpy_Loader;
+
+static int loader_read(void *user, int64_t index, dk_sample *x, char *what, size_t cap)
+{
+    const dk_nusc_source *src = user;
+    int rc = dk_nusc_source_read(src, index, x);
+    const dk_group *fmt = dk_nusc_source_format(src);
+    int tok = dk_group_find(fmt, DK_GROUP_ROOT, "token");
+    if (rc == DK_OK && tok >= 0 && x->values[tok].data) {
+        size_t n = (size_t)x->values[tok].shape[0];
+        if (n >= cap) n = cap - 1;
+        memcpy(what, x->values[tok].data, n);
+        what[n] = 0;
+    }
+    return rc;
+}
+
+static void loader_free_parts(dkpy_Loader *self)
+{
+    dk_loader_destroy(self->loader);
+    dk_pool_destroy(self->pool);
+    dk_sampler_destroy(self->sampler);
+    dk_pipeline_destroy(self->pipe);
+    dk_nusc_source_destroy(self->src);
+    dk_nusc_close(self->db);
+    self->loader = NULL;
+    self->pool = NULL;
+    self->sampler = NULL;
+    self->pipe = NULL;
+    self->src = NULL;
+    self->db = NULL;
+}
+
+static void loader_dealloc(PyObject *obj)
+{
+    dkpy_Loader *self = (dkpy_Loader *)obj;
+    PyTypeObject *tp = Py_TYPE(obj);
+    Py_BEGIN_ALLOW_THREADS
+    loader_free_parts(self);
+    Py_END_ALLOW_THREADS
+    tp->tp_free(obj);
+    Py_DECREF(tp);
+}
+
+static PyObject *py_loader_create(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"root", "version", "preset", "steps_json", "source", "batch_size",
+                             "threads", "seed", "rank", "world_size", "sampler", "shuffle",
+                             "drop_last", "prefetch", "on_error", "points", NULL};
+    const char *root, *version = NULL, *preset = NULL, *steps_json = NULL, *source = "jpeg";
+    const char *sampler = "shuffled", *on_error = "raise";
+    int batch = 1, threads = 1, rank = 0, world = 1, shuffle = 1, drop_last = 0, prefetch = 2;
+    int points = 0;
+    unsigned long long seed = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|zzzsiiKiisppisp:loader_create", kwlist,
+                                     &root, &version, &preset, &steps_json, &source, &batch,
+                                     &threads, &seed, &rank, &world, &sampler, &shuffle,
+                                     &drop_last, &prefetch, &on_error, &points))
+        return NULL;
+    dkpy_state *st = state_of_module(module);
+    int seq = !strcmp(sampler, "sequence");
+    if (!seq && strcmp(sampler, "shuffled"))
+        return dkpy_invalid(st, "sampler must be 'shuffled' or 'sequence', not '%s'", sampler);
+    dk_loader_policy policy;
+    if (!strcmp(on_error, "raise"))
+        policy = DK_LOADER_RAISE;
+    else if (!strcmp(on_error, "skip"))
+        policy = DK_LOADER_SKIP;
+    else
+        return dkpy_invalid(st, "on_error must be 'raise' or 'skip', not '%s'", on_error);
+    if (threads < 1 || threads > 1024)
+        return dkpy_invalid(st, "threads must be in [1, 1024], got %d", threads);
+    PyTypeObject *tp = st->loader_type;
+    dkpy_Loader *self = (dkpy_Loader *)tp->tp_alloc(tp, 0);
+    if (!self) return NULL;
+    int rc = DK_OK;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    dk_nusc_config nc;
+    dk_nusc_config_init(&nc);
+    nc.version = version;
+    rc = dk_nusc_open(root, &nc, &self->db);
+    if (!rc) rc = dk_nusc_source_create(self->db, points ? DK_NUSC_SOURCE_POINTS : 0, &self->src);
+    dk_pipeline_config pc;
+    dk_pipeline_config_init(&pc);
+    pc.seed = seed;
+    if (!rc) rc = dk_pipeline_create(dk_nusc_source_format(self->src), &pc, &self->pipe);
+    if (!rc && preset) rc = dk_pipeline_add_preset(self->pipe, preset, source);
+    if (!rc && steps_json) rc = dk_pipeline_add_json(self->pipe, steps_json, strlen(steps_json));
+    int64_t *first = NULL, *length = NULL;
+    int n_scenes = dk_nusc_num_scenes(self->db);
+    dk_sampler_config sc;
+    dk_sampler_config_init(&sc);
+    sc.kind = seq ? DK_SAMPLER_SEQUENCE : DK_SAMPLER_SHUFFLED;
+    sc.n = dk_nusc_num_samples(self->db);
+    sc.batch_size = batch;
+    sc.rank = rank;
+    sc.world_size = world;
+    sc.shuffle = shuffle;
+    sc.drop_last = drop_last;
+    sc.seed = seed;
+    if (!rc && seq) {
+        first = dk_malloc((size_t)(n_scenes ? n_scenes : 1) * sizeof *first);
+        length = dk_malloc((size_t)(n_scenes ? n_scenes : 1) * sizeof *length);
+        if (!first || !length) rc = DK_ENOMEM;
+        for (int i = 0; i < n_scenes && !rc; i++) {
+            dk_nusc_scene s;
+            dk_nusc_get_scene(self->db, i, &s);
+            first[i] = s.first_sample;
+            length[i] = s.n_samples;
+        }
+        sc.n_scenes = n_scenes;
+        sc.scene_first = first;
+        sc.scene_length = length;
+    }
+    if (!rc) rc = dk_sampler_create(&sc, &self->sampler);
+    dk_free(first);
+    dk_free(length);
+    if (!rc && threads > 1) {
+        dk_pool_config plc;
+        dk_pool_config_init(&plc);
+        plc.n_threads = threads;
+        rc = dk_pool_create(&plc, &self->pool);
+    }
+    if (!rc) {
+        dk_loader_config lc;
+        dk_loader_config_init(&lc);
+        lc.read = loader_read;
+        lc.read_user = self->src;
+        lc.pipeline = self->pipe;
+        lc.sampler = self->sampler;
+        lc.pool = self->pool;
+        lc.prefetch = prefetch;
+        lc.policy = policy;
+        rc = dk_loader_create(&lc, &self->loader);
+    }
+    if (rc) msg_grab(&msg);
+    Py_END_ALLOW_THREADS
+    if (rc) {
+        Py_DECREF(self);
+        return dkpy_raise(st, rc, &msg);
+    }
+    return (PyObject *)self;
+}
+
+/* next() -> None at the end of an epoch, else (indices, epoch, fields) with
+ * fields a list of (name, ragged, is_string, data, sizes or None). */
+static PyObject *loader_next(PyObject *obj, PyObject *noargs)
+{
+    (void)noargs;
+    dkpy_Loader *self = (dkpy_Loader *)obj;
+    dkpy_state *st = state_of_type(Py_TYPE(obj));
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "Loader.next() is already running in another thread");
+        return NULL;
+    }
+    self->busy = 1;
+    dk_batch b;
+    int rc;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_loader_next(self->loader, &b);
+    if (rc && rc != DK_EOF) msg_grab(&msg);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    if (rc == DK_EOF) Py_RETURN_NONE;
+    if (rc) return dkpy_raise(st, rc, &msg);
+    PyObject *fields = PyList_New(b.n_fields), *idx = NULL, *out = NULL;
+    if (!fields) goto done;
+    for (int i = 0; i < b.n_fields; i++) {
+        dk_batch_field *f = &b.fields[i];
+        PyObject *data = tensor_wrap(st, &f->data);
+        PyObject *sizes = NULL;
+        if (data && f->ragged) sizes = tensor_wrap(st, &f->sizes);
+        PyObject *item = data && (sizes || !f->ragged)
+                             ? Py_BuildValue("(siiOO)", f->name, f->ragged,
+                                             f->kind == DK_FIELD_STRING, data,
+                                             sizes ? sizes : Py_None)
+                             : NULL;
+        Py_XDECREF(data);
+        Py_XDECREF(sizes);
+        if (!item) goto done;
+        PyList_SET_ITEM(fields, i, item);
+    }
+    dk_tensor it;
+    int64_t n = b.n_samples;
+    if (dk_tensor_alloc(&it, DK_I64, 1, &n)) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(it.data, b.indices, (size_t)n * sizeof(int64_t));
+    idx = tensor_wrap(st, &it);
+    if (idx) out = Py_BuildValue("(OiO)", idx, b.epoch, fields);
+done:
+    Py_XDECREF(idx);
+    Py_XDECREF(fields);
+    dk_batch_free(&b);
+    return out;
+}
+
+static PyObject *loader_stats(PyObject *obj, PyObject *noargs)
+{
+    (void)noargs;
+    dkpy_Loader *self = (dkpy_Loader *)obj;
+    dk_loader_stats s;
+    dk_loader_get_stats(self->loader, &s);
+    PyObject *steps = PyList_New(0);
+    if (!steps) return NULL;
+    for (int i = 0; i < dk_pipeline_num_steps(self->pipe); i++) {
+        double sec;
+        int64_t calls;
+        dk_pipeline_step_stats(self->pipe, i, &sec, &calls);
+        PyObject *t = Py_BuildValue("(sdL)", dk_pipeline_step_name(self->pipe, i), sec,
+                                    (long long)calls);
+        if (!t || PyList_Append(steps, t) < 0) {
+            Py_XDECREF(t);
+            Py_DECREF(steps);
+            return NULL;
+        }
+        Py_DECREF(t);
+    }
+    double fsec;
+    int64_t fcalls;
+    dk_pipeline_fused_stats(self->pipe, &fsec, &fcalls);
+    return Py_BuildValue("{sLsLsLsdsdsdsdsssNs(dL)}", "batches", (long long)s.batches, "samples",
+                         (long long)s.samples, "skipped", (long long)s.skipped, "read_seconds",
+                         s.read_seconds, "pipeline_seconds", s.pipeline_seconds, "collate_seconds",
+                         s.collate_seconds, "wait_seconds", s.wait_seconds, "last_skipped",
+                         s.last_skipped, "steps", steps, "image_fused", fsec, (long long)fcalls);
+}
+
+static PyObject *loader_info(PyObject *obj, PyObject *noargs)
+{
+    (void)noargs;
+    dkpy_Loader *self = (dkpy_Loader *)obj;
+    char *text = NULL;
+    if (dk_group_describe(dk_pipeline_format(self->pipe), &text)) return PyErr_NoMemory();
+    PyObject *r = Py_BuildValue("{sLsisLss}", "samples", (long long)dk_nusc_num_samples(self->db),
+                                "scenes", dk_nusc_num_scenes(self->db), "batches_per_epoch",
+                                (long long)dk_sampler_batches_per_epoch(self->sampler), "format",
+                                text);
+    dk_free(text);
+    return r;
+}
+
+static PyObject *loader_set_epoch(PyObject *obj, PyObject *arg)
+{
+    dkpy_Loader *self = (dkpy_Loader *)obj;
+    dkpy_state *st = state_of_type(Py_TYPE(obj));
+    long e = PyLong_AsLong(arg);
+    if (e == -1 && PyErr_Occurred()) return NULL;
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "Loader is busy");
+        return NULL;
+    }
+    /* Batches of the old epoch already in flight are dropped. */
+    dk_loader *old = self->loader;
+    dk_loader_config lc;
+    dk_loader_config_init(&lc);
+    int rc;
+    dkpy_msg msg = {{0}};
+    Py_BEGIN_ALLOW_THREADS
+    rc = dk_loader_reset(old, (int)e);
+    if (rc) msg_grab(&msg);
+    Py_END_ALLOW_THREADS
+    (void)lc;
+    if (rc) return dkpy_raise(st, rc, &msg);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef loader_methods[] = {
+    {"next", loader_next, METH_NOARGS,
+     "next() -> None at the end of an epoch, else (indices, epoch, [(name, ragged, is_string, "
+     "data, sizes), ...]) (dk_loader_next)"},
+    {"stats", loader_stats, METH_NOARGS, "stats() -> dict (dk_loader_get_stats + step times)"},
+    {"info", loader_info, METH_NOARGS, "info() -> dict: samples, scenes, batches_per_epoch, format"},
+    {"set_epoch", loader_set_epoch, METH_O,
+     "set_epoch(epoch): drop batches in flight and restart the sampler at `epoch`"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot loader_slots[] = {
+    {Py_tp_doc, (void *)"A training-data loader (dk_loader over the nuScenes source).\n"
+                        "Made by loader_create. Use drivekit.data.Loader."},
+    {Py_tp_dealloc, (void *)loader_dealloc},
+    {Py_tp_methods, loader_methods},
+    {0, NULL},
+};
+
+static PyType_Spec loader_spec = {
+    .name = "drivekit._drivekit.Loader",
+    .basicsize = sizeof(dkpy_Loader),
+    .itemsize = 0,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = loader_slots,
 };
 
 static PyMethodDef dkpy_methods[] = {
@@ -4137,6 +5141,19 @@ static PyMethodDef dkpy_methods[] = {
      "Frames of several Video objects in one call; requests are (video, frame) pairs."},
     {"scene_load_ply", DKPY_KW(py_scene_load_ply),
      "scene_load_ply(path, allow_invalid=False) -> Scene (dk_scene_load_ply)"},
+    {"loader_create", DKPY_KW(py_loader_create),
+     "loader_create(root, version=None, preset=None, steps_json=None, source='jpeg', batch_size=1, "
+     "threads=1, seed=0, rank=0, world_size=1, sampler='shuffled', shuffle=True, drop_last=False, "
+     "prefetch=2, on_error='raise', points=False) -> Loader"},
+    {"sim_create", DKPY_KW(py_sim_create),
+     "sim_create(scene, width=1600, height=900, threads=1, rolling_shutter=True,\n"
+     "           background=(0, 0, 0), tracks=None) -> Sim (dk_sim_create on the nuScenes\n"
+     "rig; tracks: a tracks JSON path for dk_sim_load_tracks_json)"},
+    {"scene_from_scenario", DKPY_KW(py_scene_from_scenario),
+     "scene_from_scenario(scenario=None, *, seed=1, duration=20.0, density=4.0,\n"
+     "                    object_density=16.0, margin=40.0, sh_degree=0, include=0x7f,\n"
+     "                    jitter_seed=0) -> Scene (dk_scene_from_scenario of a scenario JSON\n"
+     "                    file, or of dk_world_generate with seed and duration)"},
     {"scene_from_arrays", py_scene_from_arrays, METH_VARARGS,
      "scene_from_arrays(n, sh_degree, means, scales_log, rotations_wxyz, opacity_logit, sh)\n"
      "-> Scene; C-contiguous float32 buffers of n*3, n*3, n*4, n, n*3*K elements"},
@@ -4166,6 +5183,10 @@ static int dkpy_exec(PyObject *m)
     if (!st->video_type || PyModule_AddType(m, st->video_type) < 0) return -1;
     st->scene_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &scene_spec, NULL);
     if (!st->scene_type || PyModule_AddType(m, st->scene_type) < 0) return -1;
+    st->sim_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &sim_spec, NULL);
+    if (!st->sim_type || PyModule_AddType(m, st->sim_type) < 0) return -1;
+    st->loader_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &loader_spec, NULL);
+    if (!st->loader_type || PyModule_AddType(m, st->loader_type) < 0) return -1;
 
     for (int i = 0; i < DKPY_EXC_COUNT; i++) {
         PyObject *bases = i == DKPY_EXC_ERROR
@@ -4205,6 +5226,8 @@ static int dkpy_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->camera_type);
     Py_VISIT(st->video_type);
     Py_VISIT(st->scene_type);
+    Py_VISIT(st->sim_type);
+    Py_VISIT(st->loader_type);
     for (int i = 0; i < DKPY_EXC_COUNT; i++) Py_VISIT(st->exc[i]);
     return 0;
 }
@@ -4218,6 +5241,8 @@ static int dkpy_clear(PyObject *m)
     Py_CLEAR(st->camera_type);
     Py_CLEAR(st->video_type);
     Py_CLEAR(st->scene_type);
+    Py_CLEAR(st->sim_type);
+    Py_CLEAR(st->loader_type);
     for (int i = 0; i < DKPY_EXC_COUNT; i++) Py_CLEAR(st->exc[i]);
     return 0;
 }

@@ -356,6 +356,7 @@ static int collate(dk_loader *l, flight *f, const int *keep, int n, dk_batch *b)
                 if (t->ndim >= 1) rows += t->shape[0];
             }
         size_t es = dk_dtype_size(g->dtype);
+        if (g->kind == DK_FIELD_STRING) uniform = 0;   /* strings are always ragged */
         if (uniform) {
             int nd = 0;
             bf->data.shape[nd++] = n;
@@ -436,13 +437,24 @@ static int collate(dk_loader *l, flight *f, const int *keep, int n, dk_batch *b)
     return DK_OK;
 }
 
+static int next_once(dk_loader *l, dk_batch *out);
+
 int dk_loader_next(dk_loader *l, dk_batch *out)
 {
     if (!l || !out) return dk__error(DK_EINVAL, __func__, "NULL argument");
+    /* Under SKIP, a batch whose every sample failed is skipped whole. */
+    for (;;) {
+        int st = next_once(l, out);
+        if (st != DK_EAGAIN) return st;
+    }
+}
+
+static int next_once(dk_loader *l, dk_batch *out)
+{
     memset(out, 0, sizeof *out);
     int st = fill(l);
     if (st) return st;
-    if (!l->count) return dk__error(DK_EINTERNAL, __func__, "nothing in flight");
+    if (!l->count) return dk__error(DK_EINTERNAL, "dk_loader_next", "nothing in flight");
     flight *f = &l->ring[l->head];
     int64_t t0 = now_ns();
     if (!f->eof) dk_pool_group_wait(l->cfg.pool, &f->grp);
@@ -456,7 +468,7 @@ int dk_loader_next(dk_loader *l, dk_batch *out)
     }
     int keep[1024], n = 0;
     int *kp = f->n <= 1024 ? keep : dk_malloc((size_t)f->n * sizeof *kp);
-    if (!kp) st = dk__error(DK_ENOMEM, __func__, "out of memory");
+    if (!kp) st = dk__error(DK_ENOMEM, "dk_loader_next", "out of memory");
     for (int k = 0; k < f->n && !st; k++) {
         if (f->status[k] == DK_OK) {
             kp[n++] = k;
@@ -464,20 +476,18 @@ int dk_loader_next(dk_loader *l, dk_batch *out)
             l->skipped++;
             snprintf(l->last_skipped, sizeof l->last_skipped, "%s", f->err[k]);
         } else {
-            st = dk__error(f->status[k], __func__, "%s", f->err[k]);
+            st = dk__error(f->status[k], "dk_loader_next", "%s", f->err[k]);
         }
     }
-    if (!st && n == 0)
-        st = dk__error(DK_EINVALIDDATA, __func__, "every sample of the batch failed; last: %s",
-                       l->last_skipped);
+    int all_skipped = !st && n == 0;
     int64_t t1 = now_ns();
-    if (!st) st = collate(l, f, kp, n, out);
+    if (!st && !all_skipped) st = collate(l, f, kp, n, out);
     l->collate_ns += now_ns() - t1;
-    if (!st) {
+    if (!st && !all_skipped) {
         out->n_samples = n;
         out->epoch = f->epoch;
         out->indices = dk_malloc((size_t)n * sizeof *out->indices);
-        if (!out->indices) st = dk__error(DK_ENOMEM, __func__, "out of memory");
+        if (!out->indices) st = dk__error(DK_ENOMEM, "dk_loader_next", "out of memory");
         for (int k = 0; k < n && !st; k++) out->indices[k] = f->idx[kp[k]];
     }
     for (int k = 0; k < f->n; k++) dk_sample_free(&f->xs[k]);
@@ -486,10 +496,23 @@ int dk_loader_next(dk_loader *l, dk_batch *out)
         dk_batch_free(out);
         return st;
     }
+    if (all_skipped) {
+        st = fill(l);
+        return st ? st : DK_EAGAIN;
+    }
     l->batches++;
     l->samples += n;
     /* Start the next batch before handing this one out. */
     return fill(l);
+}
+
+int dk_loader_reset(dk_loader *l, int epoch)
+{
+    if (!l) return dk__error(DK_EINVAL, __func__, "NULL loader");
+    drain(l);
+    l->head = 0;
+    l->stop_filling = 0;
+    return dk_sampler_set_epoch(l->cfg.sampler, epoch);
 }
 
 void dk_batch_free(dk_batch *b)

@@ -351,6 +351,7 @@ typedef struct pstep {
     dk_step *step;
     void *binding;
     int ends_image_run;   /* an image stage followed by a non-image step or the end */
+    dk_group *run_format; /* the format when that run ended (NULL: the final one) */
     atomic_llong ns, calls;
 } pstep;
 
@@ -399,6 +400,7 @@ void dk_pipeline_destroy(dk_pipeline *p)
     for (int i = 0; i < p->n; i++) {
         if (p->steps[i].step->vt->unbind) p->steps[i].step->vt->unbind(p->steps[i].binding);
         dk_step_destroy(p->steps[i].step);
+        dk_group_destroy(p->steps[i].run_format);
     }
     dk_free(p->steps);
     dk_group_destroy(p->input);
@@ -436,8 +438,17 @@ int dk_pipeline_add(dk_pipeline *p, dk_step *step)
         dk_step_destroy(step);
         return st;
     }
+    /* A non-image step ends the image run before it: its fused pass checks
+       values against the format of that moment (later image steps may retype
+       the images). */
+    dk_group *snapshot = NULL;
+    if (p->n > 0 && p->steps[p->n - 1].ends_image_run && !step->vt->image_stage) {
+        snapshot = p->format;
+        p->format = NULL;
+    }
     dk_group_destroy(p->format);
     p->format = fmt;
+    if (snapshot) p->steps[p->n - 1].run_format = snapshot;
     pstep *ps = &p->steps[p->n];
     memset(ps, 0, sizeof *ps);
     ps->step = step;
@@ -516,7 +527,8 @@ int dk_pipeline_run(const dk_pipeline *p, dk_sample *x, const char *what)
             break;
         }
         if (ps->ends_image_run && plans.n) {
-            st = dk__image_materialize(&plans, x, p->format, p->videos, what);
+            st = dk__image_materialize(&plans, x, ps->run_format ? ps->run_format : p->format,
+                                       p->videos, what);
             atomic_fetch_add(&mp->fused_ns, now_ns() - t1);
             atomic_fetch_add(&mp->fused_calls, 1);
             if (st) st = step_error(st, i, "image_fused", what);
