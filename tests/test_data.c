@@ -667,8 +667,9 @@ static int draw_bind(dk_step *s, dk_group *fmt, int root, void **binding)
         b->src[i] = ids[i];
         b->dst[i] = dk_group_add_tensor(fmt, fi.parent, rn, DK_F32, 1);
         if (b->dst[i] < 0) {
+            int st = b->dst[i];
             dk_free(b);
-            return b->dst[i];
+            return st;
         }
     }
     b->n = n;
