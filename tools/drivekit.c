@@ -23,7 +23,7 @@ static const subcommand commands[] = {
     {"image", "inspect and convert JPEG/PNG images (DCT-domain scaled decode)", cmd_image},
     {"world", "generate driving scenarios, nuScenes-layout datasets and condition videos", cmd_world},
     {"video", "frame-exact on-demand video decoding: info, framemd5, extract", cmd_video},
-    {"sim", "render Gaussian-splat scenes (3DGS PLY) for any camera model", cmd_sim},
+    {"sim", "Gaussian-splat scenes: camera and lidar rendering, scenes from drives, render server", cmd_sim},
     {"data", "nuScenes training pipeline: dataset info, samples/s and per-step times", cmd_data},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
@@ -33,8 +33,9 @@ static void print_help(FILE *f)
     fprintf(f,
             "usage: drivekit [--version] [--help] <command> [<args>]\n"
             "\n"
-            "drivekit: driving scenarios, synthetic multi-camera datasets, condition videos\n"
-            "and frame-exact video decoding for autonomous-driving models.\n"
+            "drivekit: driving scenarios, synthetic multi-camera datasets, condition videos,\n"
+            "frame-exact video decoding, multi-camera training pipelines and Gaussian-splat\n"
+            "sensor simulation for autonomous-driving models.\n"
             "\n"
             "commands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
