@@ -408,10 +408,11 @@ DK_API int dk_render_camera(const dk_scene *s, const dk_camera *cam, const dk_po
  *   model (the sensor's blind zone, e.g. the ego vehicle's own Gaussians, and
  *   what lies beyond its reach);
  *   contributions are blended front to back in order of t*: Gaussians are
- *   visited by a lower bound of their t*, and a contribution waits in its
+ *   visited by the distance of their mean, and a contribution waits in its
  *   ray's pending list (64 entries) until no later Gaussian can come before
- *   it, so the order is exact unless a ray has more than 64 contributions
- *   waiting at once (then the nearest is blended early);
+ *   it (by a lower bound of t*), so the order is exact unless a ray has more
+ *   than 64 contributions waiting at once (then the nearest is blended
+ *   early);
  *   a ray stops before a Gaussian that would take T below 1e-4.
  * With weights w_i = alpha_i T_i and W = Σ w_i:
  *   alpha     1 - T (accumulated opacity)

@@ -10,12 +10,15 @@
  *      t* over every ray, and a conservative angular box -> columns and beam
  *      ranks (beams sorted by elevation);
  *   2. binning into tiles of TC columns x TB beam ranks, as the camera
- *      rasterizer does (fixed chunks, 64-bit offsets, (bound, index) keys);
+ *      rasterizer does (fixed chunks, 64-bit offsets, (distance, index) keys);
  *   3. per tile (parallel): sort the keys, walk the Gaussians front to back by
- *      their lower bound and evaluate every ray of the tile inside the
- *      Gaussian's box. A contribution whose t* exceeds the next Gaussian's
- *      lower bound waits in the ray's small pending list, so rays blend in
- *      exact t* order.
+ *      the distance of their mean and evaluate the tile's rays inside the
+ *      Gaussian's box, a row of rays at a time in 4, 8 or 16 lanes (AVX2 /
+ *      AVX-512 picked at run time; actor Gaussians against the rays carried
+ *      into the actor's frame once per tile). A contribution whose t*
+ *      exceeds the smallest lower bound of t* among the Gaussians still to
+ *      come waits in the ray's small pending list, so rays blend in exact t*
+ *      order; the tile stops when all its rays have.
  *
  * Evaluation frame E: the lidar frame (static sensor) or the lidar frame at
  * mid-sweep (moving sensor, so that the per-column offsets are smallest).
@@ -38,6 +41,9 @@
 #define T_MIN 1e-4f
 #define LN255 5.541263545158426
 #define PI_D 3.14159265358979323846
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define DK_LIDAR_X86 1   /* eval kernels for AVX2 and AVX-512 too, picked at run time */
+#endif
 #define ANG_SLACK 1e-6   /* radians added to every box bound (rounding) */
 
 void dk_lidar_render_config_init(dk_lidar_render_config *cfg)
@@ -97,7 +103,8 @@ typedef struct lidar_ctx {
     actor_motion *act;
     /* Gaussians */
     lgauss *g;
-    float *lb;
+    float *lb;                    /* lower bound of t* over every ray */
+    float *dist;                  /* distance of the mean (actors: of their sweep's centre) */
     int tiles_x, tiles_y;
     int64_t n_chunks, chunk_len;
     uint32_t *chunk_counts;
@@ -111,7 +118,9 @@ typedef struct lidar_ctx {
     int32_t *act_map;             /* nth * act_stride: slot -> local index or -1, then
                                      the local list of slots */
     size_t act_stride;            /* 2 * n_act rounded up to a cache line */
-    float *act_tf;                /* nth * n_act * TC * 12 */
+    struct ray_soa *act_rays;     /* nth * n_act: the tile's rays in each actor's frame */
+    int (*eval_row)(const lgauss *restrict, const struct ray_soa *restrict, int, int, int, float,
+                    float, float *restrict, float *restrict);
     float *range, *inten, *drop, *alpha;
 } lidar_ctx;
 
@@ -195,79 +204,9 @@ static double angle_between(const dk_pose *a, const dk_pose *b)
     return quat_angle(r.q);
 }
 
-/* e^x for ln(1/255) - 1 <= x <= 0: Cody-Waite reduction and a degree-6
- * polynomial (relative error ~2e-7), inline and branch-free. */
-static inline float exp_small(float x)
-{
-    float n = floorf(x * 1.44269504f + 0.5f);
-    float r = x - n * 0.693145752f - n * 1.42860677e-6f;
-    float p = 0.00138888889f;
-    p = p * r + 0.00833333333f;
-    p = p * r + 0.0416666667f;
-    p = p * r + 0.166666667f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
-    float sc;
-    memcpy(&sc, &bits, sizeof sc);
-    return p * sc;
-}
-
 /* Four lanes (GCC/Clang vector extensions: SSE2 on x86-64, NEON on arm64). */
 typedef float v4f __attribute__((vector_size(16)));
 typedef int32_t v4i __attribute__((vector_size(16)));
-
-static inline v4f vsplat(float x)
-{
-    return (v4f){ x, x, x, x };
-}
-static inline v4f vload(const float *p)
-{
-    v4f v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void vstore(float *p, v4f v)
-{
-    memcpy(p, &v, sizeof v);
-}
-static inline v4f vsel(v4i m, v4f a, v4f b)
-{
-    return (v4f)(((v4i)a & m) | ((v4i)b & ~m));
-}
-static inline v4f vclamp(v4f x, float lo, float hi)
-{
-    x = vsel(x > lo, x, vsplat(lo));   /* NaN -> lo */
-    return vsel(x < hi, x, vsplat(hi));
-}
-static inline v4f vmin4(v4f x, float hi)
-{
-    return vsel(x < hi, x, vsplat(hi));
-}
-/* exp_small for four lanes, x in [-6, 0]: rounding by the 1.5 * 2^23 trick. */
-static inline v4f vexp_small(v4f x)
-{
-    v4f n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
-    v4f r = x - n * 0.693145752f - n * 1.42860677e-6f;
-    v4f p = vsplat(0.00138888889f);
-    p = p * r + 0.00833333333f;
-    p = p * r + 0.0416666667f;
-    p = p * r + 0.166666667f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    v4i e = (__builtin_convertvector(n, v4i) + 127) << 23;
-    return p * (v4f)e;
-}
-
-static inline float key_lb(uint64_t key)
-{
-    uint32_t b = (uint32_t)(key >> 32);
-    float f;
-    memcpy(&f, &b, sizeof f);
-    return f;
-}
 
 /* ------------------------------------------------------------------------ */
 /* angular boxes                                                             */
@@ -427,7 +366,7 @@ static float sigmoidf_d(double x)
 }
 
 /* Returns 1 and fills g when the Gaussian can be seen; *lb its t* bound. */
-static int preprocess_one(const lidar_ctx *L, int64_t i, lgauss *g, float *lb)
+static int preprocess_one(const lidar_ctx *L, int64_t i, lgauss *g, float *lb, float *dist_out)
 {
     const dk_scene *s = L->s;
     const dk_lidar_render_config *cfg = L->cfg;
@@ -565,6 +504,7 @@ static int preprocess_one(const lidar_ctx *L, int64_t i, lgauss *g, float *lb)
     g->drop = drop;
     g->actor = slot;
     g->pad_ = 0;
+    *dist_out = (float)dist;
     *lb = lower > 0 ? (float)lower : 0.0f;
     /* float rounding must not raise the bound above a true t* */
     *lb = nextafterf(*lb, 0.0f);
@@ -578,10 +518,11 @@ static void preprocess_range(void *ctx, int64_t begin, int64_t end, int ith)
     (void)ith;
     for (int64_t i = begin; i < end; i++) {
         lgauss *g = &L->g[i];
-        if (!preprocess_one(L, i, g, &L->lb[i])) {
+        if (!preprocess_one(L, i, g, &L->lb[i], &L->dist[i])) {
             memset(g, 0, sizeof *g);
             g->span = -1;
             L->lb[i] = 0;
+            L->dist[i] = 0;
         }
     }
 }
@@ -646,7 +587,7 @@ static void fill_chunks(void *ctx, int64_t begin, int64_t end, int ith)
             const lgauss *g = &L->g[i];
             if (g->span < 0) continue;
             uint32_t lbits;
-            memcpy(&lbits, &L->lb[i], sizeof lbits);
+            memcpy(&lbits, &L->dist[i], sizeof lbits);
             uint64_t key = (uint64_t)lbits << 32 | (uint64_t)i;
             int x[4], nr = tile_cols(L, g, x);
             for (int ty = g->r0 / TB; ty <= g->r1 / TB; ty++)
@@ -705,11 +646,17 @@ typedef struct ray_state {
 
 #define TILE_RAYS (TC * TB)
 
+/* The rays of a tile in one frame (E, or an actor's frame), structure of
+ * arrays: ray (row, j) at index row * TC + j. */
+typedef struct ray_soa {
+    float dx[TILE_RAYS], dy[TILE_RAYS], dz[TILE_RAYS];   /* directions */
+    float ox[TC], oy[TC], oz[TC];                        /* column origins */
+} ray_soa;
+
 typedef struct tile_scratch {
     ray_state st[TILE_RAYS];
-    float dx[TILE_RAYS], dy[TILE_RAYS], dz[TILE_RAYS];   /* ray directions in E */
-    float ox[TC], oy[TC], oz[TC];                        /* column origins in E */
-    float tt[TC], al[TC];                                /* one row of evaluations */
+    ray_soa rays;                  /* in E */
+    float tt[TC], al[TC];          /* one row of evaluations */
     pend pb[TILE_RAYS][KBUF];
 } tile_scratch;
 
@@ -768,32 +715,95 @@ static inline int add_contrib(ray_state *r, pend *pb, float t, float al, float i
     return commit_pending(r, pb, lb_next);
 }
 
-/* t* and alpha of ray o + t d against g (all in g's frame). */
-static inline int eval_ray(const lgauss *g, const float o[3], const float d[3], float tmin,
-                           float tmax, float *t_out, float *a_out)
+/* Evaluates g against the rays (row, j), j in [ja & ~(W-1), jb] rounded up
+ * to whole W-lane vectors: t* into tt[j] and alpha into al[j] (0 where the
+ * peak is outside [tmin, tmax] or alpha < 1/255). Returns nonzero when some
+ * lane has alpha > 0. Per ray o + t d (g's frame):
+ *   t* = dᵀP(μ - o) / dᵀPd; the residual r = t* d - (μ - o) is formed
+ *   explicitly (t*² a - 2 t* b + μᵀPμ cancels catastrophically for small far
+ *   Gaussians); alpha = opacity exp(-rᵀPr/2) = exp((k2 - rᵀPr)/2) / 255,
+ *   capped at ALPHA_MAX. e^x, x in [-6, 0]: rounding by the 1.5 * 2^23 trick
+ *   (the low mantissa bits of the rounded value are n, which become 2^n),
+ *   Cody-Waite reduction, degree-6 Taylor polynomial (Estrin). */
+#define EVAL_ROW_FN(NAME, ATTR, VF, VI, VU, W)                                                     \
+    ATTR static int NAME(const lgauss *restrict g, const ray_soa *restrict rs, int row, int ja,    \
+                         int jb, float tmin, float tmax, float *restrict tt,                       \
+                         float *restrict alo)                                                      \
+    {                                                                                              \
+        const VF zero = { 0 };                                                                     \
+        const VF P0 = zero + g->P[0], P1 = zero + g->P[1], P2 = zero + g->P[2];                    \
+        const VF P3 = zero + g->P[3], P4 = zero + g->P[4], P5 = zero + g->P[5];                    \
+        const VF mx = zero + g->mu[0], my = zero + g->mu[1], mz = zero + g->mu[2];                 \
+        const float hk2 = 0.5f * g->k2;                                                            \
+        VI any = (VI)zero;                                                                         \
+        for (int j = ja & ~(W - 1); j <= jb; j += W) {                                             \
+            VF d0, d1, d2, o0, o1, o2;                                                             \
+            memcpy(&d0, rs->dx + row + j, sizeof d0);                                              \
+            memcpy(&d1, rs->dy + row + j, sizeof d1);                                              \
+            memcpy(&d2, rs->dz + row + j, sizeof d2);                                              \
+            memcpy(&o0, rs->ox + j, sizeof o0);                                                    \
+            memcpy(&o1, rs->oy + j, sizeof o1);                                                    \
+            memcpy(&o2, rs->oz + j, sizeof o2);                                                    \
+            VF pd0 = P0 * d0 + P1 * d1 + P2 * d2;                                                  \
+            VF pd1 = P1 * d0 + P3 * d1 + P4 * d2;                                                  \
+            VF pd2 = P2 * d0 + P4 * d1 + P5 * d2;                                                  \
+            VF a = d0 * pd0 + d1 * pd1 + d2 * pd2;                                                 \
+            VF m0 = mx - o0, m1 = my - o1, m2 = mz - o2;                                           \
+            VF t = (m0 * pd0 + m1 * pd1 + m2 * pd2) / a;                                           \
+            VF r0 = t * d0 - m0, r1 = t * d1 - m1, r2 = t * d2 - m2;                               \
+            VF q = P0 * r0 * r0 + P3 * r1 * r1 + P5 * r2 * r2 +                                    \
+                   (P1 * r0 * r1 + P2 * r0 * r2 + P4 * r1 * r2) * 2.0f;                            \
+            VF x = hk2 - q * 0.5f;                                                                 \
+            VI ok = (x >= 0.0f) & (t >= tmin) & (t <= tmax); /* NaN fails */                       \
+            memcpy(tt + j, &t, sizeof t);                                                          \
+            any |= ok;                                                                             \
+            VF y = x - (float)LN255;                                                               \
+            VI lo = y > -6.0f; /* NaN -> -6 */                                                     \
+            y = (VF)((lo & (VI)y) | (~lo & (VI)(zero - 6.0f)));                                    \
+            VI hi = y < 0.0f;                                                                      \
+            y = (VF)((hi & (VI)y) | (~hi & (VI)zero));                                             \
+            VF tr = y * 1.44269504f + 12582912.0f;                                                 \
+            VF nf = tr - 12582912.0f;                                                              \
+            VF rr = y - nf * 0.693145752f - nf * 1.42860677e-6f;                                   \
+            VF rsq = rr * rr;                                                                      \
+            VF pa = 1.0f + rr, pb = 0.5f + rr * 0.166666667f;                                      \
+            VF pc = 0.0416666667f + rr * 0.00833333333f;                                           \
+            VF p = (pa + rsq * pb) + (rsq * rsq) * (pc + rsq * 0.00138888889f);                    \
+            VF al = p * (VF)(((VU)tr - (0x4B400000u - 127u)) << 23);                               \
+            VI cap = al < ALPHA_MAX;                                                               \
+            al = (VF)((cap & (VI)al) | (~cap & (VI)(zero + ALPHA_MAX)));                           \
+            al = (VF)((VI)al & ok);                                                                \
+            memcpy(alo + j, &al, sizeof al);                                                       \
+        }                                                                                          \
+        int32_t r = 0;                                                                             \
+        for (int l = 0; l < W; l++) r |= any[l];                                                   \
+        return r != 0;                                                                             \
+    }
+
+typedef uint32_t v4u __attribute__((vector_size(16)));
+EVAL_ROW_FN(eval_row_4, , v4f, v4i, v4u, 4)
+#ifdef DK_LIDAR_X86
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef uint32_t v8u __attribute__((vector_size(32)));
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+typedef uint32_t v16u __attribute__((vector_size(64)));
+EVAL_ROW_FN(eval_row_8, __attribute__((target("avx2"))), v8f, v8i, v8u, 8)
+EVAL_ROW_FN(eval_row_16, __attribute__((target("avx512f"))), v16f, v16i, v16u, 16)
+#endif
+
+typedef int (*eval_row_fn)(const lgauss *restrict, const ray_soa *restrict, int, int, int, float,
+                           float, float *restrict, float *restrict);
+
+static eval_row_fn pick_eval_row(void)
 {
-    const float *P = g->P;
-    float pd0 = P[0] * d[0] + P[1] * d[1] + P[2] * d[2];
-    float pd1 = P[1] * d[0] + P[3] * d[1] + P[4] * d[2];
-    float pd2 = P[2] * d[0] + P[4] * d[1] + P[5] * d[2];
-    float a = d[0] * pd0 + d[1] * pd1 + d[2] * pd2;
-    float m0 = g->mu[0] - o[0], m1 = g->mu[1] - o[1], m2 = g->mu[2] - o[2];
-    float b = m0 * pd0 + m1 * pd1 + m2 * pd2;
-    float t = b / a;
-    if (!(t >= tmin && t <= tmax)) return 0;   /* also a <= 0, NaN */
-    /* The residual at the peak, formed explicitly: t² a - 2 t b + μᵀPμ
-     * cancels catastrophically for small Gaussians far away. */
-    float r0 = t * d[0] - m0, r1 = t * d[1] - m1, r2 = t * d[2] - m2;
-    float q = P[0] * r0 * r0 + P[3] * r1 * r1 + P[5] * r2 * r2 +
-              2.0f * (P[1] * r0 * r1 + P[2] * r0 * r2 + P[4] * r1 * r2);
-    float x = 0.5f * (g->k2 - q);
-    if (!(x >= 0.0f)) return 0;   /* alpha < 1/255 */
-    /* alpha = opacity exp(-q/2) = exp((k2 - q)/2) / 255 */
-    float al = exp_small(x - (float)LN255);
-    if (al > ALPHA_MAX) al = ALPHA_MAX;
-    *t_out = t;
-    *a_out = al;
-    return 1;
+#ifdef DK_LIDAR_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return eval_row_16;
+    if (__builtin_cpu_supports("avx2")) return eval_row_8;
+#endif
+    return eval_row_4;
 }
 
 /* Actor frame transform for column slot j: rows 0..8 rotation (E -> actor),
@@ -816,6 +826,28 @@ static void actor_tf(const lidar_ctx *L, int slot, int col, float out[12])
     for (int k = 0; k < 3; k++) out[9 + k] = (float)oa[k];
 }
 
+/* The tile's rays (columns x0 .. x1-1) carried into actor `slot`'s frame,
+ * each column at its own firing time. Lanes past x1 keep harmless rays. */
+static void actor_rays(const lidar_ctx *L, const ray_soa *e, int slot, int x0, int x1,
+                       ray_soa *out)
+{
+    *out = *e;
+    for (int c = x0; c < x1; c++) {
+        float X[12];
+        actor_tf(L, slot, c, X);
+        int j = c - x0;
+        out->ox[j] = X[9];
+        out->oy[j] = X[10];
+        out->oz[j] = X[11];
+        for (int row = 0; row < TILE_RAYS; row += TC) {
+            float d0 = e->dx[row + j], d1 = e->dy[row + j], d2 = e->dz[row + j];
+            out->dx[row + j] = X[0] * d0 + X[1] * d1 + X[2] * d2;
+            out->dy[row + j] = X[3] * d0 + X[4] * d1 + X[5] * d2;
+            out->dz[row + j] = X[6] * d0 + X[7] * d1 + X[8] * d2;
+        }
+    }
+}
+
 static void render_tiles(void *ctx, int64_t begin, int64_t end, int ith)
 {
     lidar_ctx *L = ctx;
@@ -823,24 +855,26 @@ static void render_tiles(void *ctx, int64_t begin, int64_t end, int ith)
     uint64_t *tmp = L->sort_tmp + (size_t)ith * (size_t)L->max_tile;
     int32_t *amap = L->n_act ? L->act_map + (size_t)ith * L->act_stride : NULL;
     int32_t *alist = amap ? amap + L->n_act : NULL;
-    float *atf = L->n_act ? L->act_tf + (size_t)ith * (size_t)L->n_act * TC * 12 : NULL;
+    ray_soa *arays = L->n_act ? L->act_rays + (size_t)ith * (size_t)L->n_act : NULL;
     const float tmin = (float)L->m->min_range, tmax = (float)L->m->max_range;
     const int nc = L->nc;
+    const eval_row_fn eval_row = L->eval_row;
     for (int64_t tile = begin; tile < end; tile++) {
         int tx = (int)(tile % L->tiles_x), ty = (int)(tile / L->tiles_x);
         int x0 = tx * TC, x1 = x0 + TC < nc ? x0 + TC : nc;
         int y0 = ty * TB, y1 = y0 + TB < L->nb ? y0 + TB : L->nb;
         int w = x1 - x0, nrays = w * (y1 - y0), n_done = 0;
+        ray_soa *rs = &ts->rays;
         /* Rows are TC wide; lanes past the last column get a harmless ray. */
         for (int j = 0; j < TC; j++) {
             int c = x0 + j;
-            ts->ox[j] = L->moving && c < x1 ? L->col_o[c * 3] : 0.0f;
-            ts->oy[j] = L->moving && c < x1 ? L->col_o[c * 3 + 1] : 0.0f;
-            ts->oz[j] = L->moving && c < x1 ? L->col_o[c * 3 + 2] : 0.0f;
+            rs->ox[j] = L->moving && c < x1 ? L->col_o[c * 3] : 0.0f;
+            rs->oy[j] = L->moving && c < x1 ? L->col_o[c * 3 + 1] : 0.0f;
+            rs->oz[j] = L->moving && c < x1 ? L->col_o[c * 3 + 2] : 0.0f;
         }
         for (int ry = 0; ry < TILE_RAYS; ry++) {
-            ts->dx[ry] = 1.0f;
-            ts->dy[ry] = ts->dz[ry] = 0.0f;
+            rs->dx[ry] = 1.0f;
+            rs->dy[ry] = rs->dz[ry] = 0.0f;
             ts->st[ry].done = 1;
             ts->st[ry].np = ts->st[ry].h = 0;
         }
@@ -859,9 +893,9 @@ static void render_tiles(void *ctx, int64_t begin, int64_t end, int ith)
                 } else {
                     for (int k = 0; k < 3; k++) dv[k] = (float)dn[k];
                 }
-                ts->dx[ry] = dv[0];
-                ts->dy[ry] = dv[1];
-                ts->dz[ry] = dv[2];
+                rs->dx[ry] = dv[0];
+                rs->dy[ry] = dv[1];
+                rs->dz[ry] = dv[2];
                 ray_state *r = &ts->st[ry];
                 r->T = 1.0f;
                 r->W = r->Wt = r->Wi = r->Wp = 0;
@@ -872,7 +906,7 @@ static void render_tiles(void *ctx, int64_t begin, int64_t end, int ith)
         uint64_t *keys = L->keys + L->tile_start[tile];
         int64_t nk = L->tile_start[tile + 1] - L->tile_start[tile];
         sort_keys(keys, nk, tmp);
-        /* Actors present in this tile: their per-column transforms. */
+        /* Actors present in this tile: the tile's rays in their frames. */
         int n_local = 0;
         if (L->n_act) {
             for (int64_t e = 0; e < nk; e++) {
@@ -880,22 +914,30 @@ static void render_tiles(void *ctx, int64_t begin, int64_t end, int ith)
                 if (a >= 0 && amap[a] < 0) {
                     amap[a] = n_local;
                     alist[n_local] = a;
-                    for (int c = x0; c < x1; c++)
-                        actor_tf(L, a, c, atf + ((size_t)n_local * TC + (size_t)(c - x0)) * 12);
+                    actor_rays(L, rs, a, x0, x1, &arays[n_local]);
                     n_local++;
                 }
             }
         }
+        /* Visited by the distance of the mean, a close estimate of t* (few
+         * contributions arrive out of order); a contribution is blended once
+         * every later Gaussian's bound lies beyond it: bnd[e] = min of the
+         * lower bounds of Gaussians e.. (tmp is free after the sort). */
+        float *bnd = (float *)tmp;
+        bnd[nk] = INFINITY;
+        for (int64_t e = nk - 1; e >= 0; e--) {
+            float lb = L->lb[(uint32_t)keys[e]];
+            bnd[e] = lb < bnd[e + 1] ? lb : bnd[e + 1];
+        }
         for (int64_t e = 0; e < nk && n_done < nrays; e++) {
             if (e + 4 < nk) __builtin_prefetch(&L->g[(uint32_t)keys[e + 4]]);
             const lgauss *g = &L->g[(uint32_t)keys[e]];
-            float lb_here = key_lb(keys[e]);
-            if (lb_here > tmax) break;
-            float lb_next = e + 1 < nk ? key_lb(keys[e + 1]) : INFINITY;
+            if (bnd[e] > tmax) break;
+            float lb_next = bnd[e + 1];
             int rk0 = g->r0 > y0 ? g->r0 : y0, rk1 = g->r1 < y1 - 1 ? g->r1 : y1 - 1;
             /* the Gaussian's columns inside this tile: two segments at most */
             int seg[4] = { g->c0, g->c0 + g->span, g->c0 - nc, g->c0 + g->span - nc };
-            const float *tf = g->actor >= 0 ? atf + (size_t)amap[g->actor] * TC * 12 : NULL;
+            const ray_soa *gr = g->actor >= 0 ? &arays[amap[g->actor]] : rs;
             for (int sgi = 0; sgi < 2; sgi++) {
                 int ca = seg[2 * sgi] > x0 ? seg[2 * sgi] : x0;
                 int cb = seg[2 * sgi + 1] < x1 - 1 ? seg[2 * sgi + 1] : x1 - 1;
@@ -903,56 +945,7 @@ static void render_tiles(void *ctx, int64_t begin, int64_t end, int ith)
                 const int ja = ca - x0, jb = cb - x0;   /* tile-local columns */
                 for (int rk = rk0; rk <= rk1; rk++) {
                     const int row = (rk - y0) * TC;   /* ray index = row + j */
-                    if (tf) {
-                        for (int j = ja; j <= jb; j++) {
-                            ray_state *r = &ts->st[row + j];
-                            if (r->done) continue;
-                            const float *X = tf + (size_t)j * 12;
-                            float d[3] = { ts->dx[row + j], ts->dy[row + j], ts->dz[row + j] }, dl[3];
-                            for (int k = 0; k < 3; k++)
-                                dl[k] = X[k * 3] * d[0] + X[k * 3 + 1] * d[1] + X[k * 3 + 2] * d[2];
-                            float t, al;
-                            if (!eval_ray(g, X + 9, dl, tmin, tmax, &t, &al)) continue;
-                            if (add_contrib(r, ts->pb[row + j], t, al, g->inten, g->drop, lb_next))
-                                n_done++;
-                        }
-                        continue;
-                    }
-                    /* Static Gaussians: the row's evaluations four lanes at a
-                     * time (lanes outside [ja, jb] are computed and ignored),
-                     * then the blending of the hits. */
-                    const v4f P0 = vsplat(g->P[0]), P1 = vsplat(g->P[1]), P2 = vsplat(g->P[2]),
-                              P3 = vsplat(g->P[3]), P4 = vsplat(g->P[4]), P5 = vsplat(g->P[5]);
-                    const v4f mx = vsplat(g->mu[0]), my = vsplat(g->mu[1]), mz = vsplat(g->mu[2]);
-                    const v4f hk2 = vsplat(0.5f * g->k2), vmin = vsplat(tmin), vmax = vsplat(tmax);
-                    for (int j = ja & ~3; j <= jb; j += 4) {
-                        v4f d0 = vload(ts->dx + row + j), d1 = vload(ts->dy + row + j),
-                            d2 = vload(ts->dz + row + j);
-                        v4f pd0 = P0 * d0 + P1 * d1 + P2 * d2;
-                        v4f pd1 = P1 * d0 + P3 * d1 + P4 * d2;
-                        v4f pd2 = P2 * d0 + P4 * d1 + P5 * d2;
-                        v4f a = d0 * pd0 + d1 * pd1 + d2 * pd2;
-                        v4f m0 = mx - vload(ts->ox + j), m1 = my - vload(ts->oy + j),
-                            m2 = mz - vload(ts->oz + j);
-                        v4f t = (m0 * pd0 + m1 * pd1 + m2 * pd2) / a;
-                        /* The residual at the peak, formed explicitly: t² a - 2 t b +
-                         * μᵀPμ cancels catastrophically for small far Gaussians. */
-                        v4f r0 = t * d0 - m0, r1 = t * d1 - m1, r2 = t * d2 - m2;
-                        v4f q = P0 * r0 * r0 + P3 * r1 * r1 + P5 * r2 * r2 +
-                                (P1 * r0 * r1 + P2 * r0 * r2 + P4 * r1 * r2) * 2.0f;
-                        /* alpha = opacity exp(-q/2) = exp((k2 - q)/2) / 255, kept
-                         * when >= 1/255 (x >= 0) and t* is in range (NaN fails) */
-                        v4f x = hk2 - q * 0.5f;
-                        v4i ok = (x >= 0.0f) & (t >= vmin) & (t <= vmax);
-                        vstore(ts->tt + j, t);
-                        if (!(ok[0] | ok[1] | ok[2] | ok[3])) {
-                            vstore(ts->al + j, vsplat(0.0f));
-                            continue;
-                        }
-                        v4f al = vexp_small(vclamp(x - (float)LN255, -6.0f, 0.0f));
-                        al = vmin4(al, ALPHA_MAX);
-                        vstore(ts->al + j, (v4f)((v4i)al & ok));
-                    }
+                    if (!eval_row(g, gr, row, ja, jb, tmin, tmax, ts->tt, ts->al)) continue;
                     for (int j = ja; j <= jb; j++) {
                         float al = ts->al[j];
                         if (!(al > 0.0f)) continue;
@@ -1152,13 +1145,14 @@ int dk_render_lidar(const dk_scene *s, const dk_lidar_model *m, const dk_pose *l
 
     L.g = dk_malloc_aligned((size_t)(s->n ? s->n : 1) * sizeof(lgauss), 64);
     L.lb = dk_malloc((size_t)(s->n ? s->n : 1) * sizeof(float));
+    L.dist = dk_malloc((size_t)(s->n ? s->n : 1) * sizeof(float));
     L.n_chunks = s->n < N_CHUNKS ? (s->n ? s->n : 1) : N_CHUNKS;
     L.chunk_len = (s->n + L.n_chunks - 1) / L.n_chunks;
     if (L.chunk_len == 0) L.chunk_len = 1;
     L.chunk_counts = dk_calloc((size_t)(L.n_chunks * nt), sizeof(uint32_t));
     L.chunk_offsets = dk_malloc((size_t)(L.n_chunks * nt) * sizeof(int64_t));
     L.tile_start = dk_malloc((size_t)(nt + 1) * sizeof(int64_t));
-    if (!L.g || !L.lb || !L.chunk_counts || !L.chunk_offsets || !L.tile_start) {
+    if (!L.g || !L.lb || !L.dist || !L.chunk_counts || !L.chunk_offsets || !L.tile_start) {
         st = dk__error(DK_ENOMEM, __func__, "out of memory for %lld Gaussians", (long long)s->n);
         goto out;
     }
@@ -1192,16 +1186,17 @@ int dk_render_lidar(const dk_scene *s, const dk_lidar_model *m, const dk_pose *l
     if (L.n_act) {
         L.act_stride = ((size_t)L.n_act * 2 + 15) / 16 * 16;   /* no false sharing */
         L.act_map = dk_malloc_aligned((size_t)nth * L.act_stride * sizeof(int32_t), 64);
-        L.act_tf = dk_malloc_aligned((size_t)nth * (size_t)L.n_act * TC * 12 * sizeof(float), 64);
+        L.act_rays = dk_malloc_aligned((size_t)nth * (size_t)L.n_act * sizeof(ray_soa), 64);
         if (L.act_map)
             for (size_t i = 0; i < (size_t)nth * L.act_stride; i++) L.act_map[i] = -1;
     }
-    if (!L.keys || !L.sort_tmp || !L.ray_scratch || (L.n_act && (!L.act_map || !L.act_tf))) {
+    if (!L.keys || !L.sort_tmp || !L.ray_scratch || (L.n_act && (!L.act_map || !L.act_rays))) {
         st = dk__error(DK_ENOMEM, __func__, "out of memory for %lld Gaussian-tile pairs",
                        (long long)total);
         goto out;
     }
     dk_pool_for(pool, L.n_chunks, 1, fill_chunks, &L);
+    L.eval_row = pick_eval_row();
     dk_pool_for(pool, nt, 1, render_tiles, &L);
 out:
     free_actors(&L);
@@ -1211,6 +1206,7 @@ out:
     dk_free(L.col_r);
     dk_free_aligned(L.g);
     dk_free(L.lb);
+    dk_free(L.dist);
     dk_free(L.chunk_counts);
     dk_free(L.chunk_offsets);
     dk_free(L.tile_start);
@@ -1218,7 +1214,7 @@ out:
     dk_free(L.sort_tmp);
     dk_free_aligned(L.ray_scratch);
     dk_free_aligned(L.act_map);
-    dk_free_aligned(L.act_tf);
+    dk_free_aligned(L.act_rays);
     return st;
 }
 
