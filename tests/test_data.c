@@ -1124,6 +1124,122 @@ static void test_loader(void)
     DK_CHECK_EQ_INT(dk_alloc_live(), live);
 }
 
+
+/* Regressions: hostile configurations fail cleanly. */
+static void test_bad_configs_fail_cleanly(void)
+{
+    int64_t live = dk_alloc_live();
+    /* A per-element step whose binding fails on the second element. */
+    dk_group *g, *cam;
+    DK_CHECK_OK(dk_group_create(&g));
+    DK_CHECK_OK(dk_group_create(&cam));
+    DK_CHECK(dk_group_add_tensor(cam, DK_GROUP_ROOT, "c", DK_F32, 1) > 0);
+    int arr = dk_group_add_array(g, DK_GROUP_ROOT, "cams", cam, DK_GROUP_ROOT, 3);
+    DK_CHECK(arr > 0);
+    DK_CHECK_OK(dk_group_remove(g, dk_group_find(g, DK_GROUP_ROOT, "cams[1].c")));
+    dk_pipeline *p;
+    DK_CHECK_OK(dk_pipeline_create(g, NULL, &p));
+    dk_step *pe;
+    DK_CHECK_OK(dk_step_per_element(draw_step("c"), "cams", &pe));
+    DK_CHECK_STATUS(dk_pipeline_add(p, pe), DK_ENOENT);
+    DK_CHECK_CONTAINS(dk_errmsg(), "step 0");
+    /* JSON: wrappers of the wrong type, bad sizes, unknown keys, named index. */
+    const char *js = "[{\"step\": \"pad\", \"multiple\": 32, \"at\": 7}]";
+    DK_CHECK_STATUS(dk_pipeline_add_json(p, js, strlen(js)), DK_EINVALIDDATA);
+    DK_CHECK_CONTAINS(dk_errmsg(), "at");
+    js = "[{\"step\": \"normalize\", \"per_element\": 5}]";
+    DK_CHECK_STATUS(dk_pipeline_add_json(p, js, strlen(js)), DK_EINVALIDDATA);
+    js = "[{\"step\": \"affine\", \"size\": [1e10, 256]}]";
+    DK_CHECK_STATUS(dk_pipeline_add_json(p, js, strlen(js)), DK_ERANGE);
+    DK_CHECK_CONTAINS(dk_errmsg(), "steps[0]");
+    js = "[{\"step\": \"pad_to_uniform\", \"names\": [\"c\"]}]";
+    DK_CHECK(dk_pipeline_add_json(p, js, strlen(js)) != DK_OK);
+    DK_CHECK_CONTAINS(dk_errmsg(), "capacity");
+    /* A preset whose first step cannot bind keeps its message. */
+    DK_CHECK(dk_pipeline_add_preset(p, "streampetr", "jpeg") != DK_OK);
+    DK_CHECK(dk_errmsg()[0] != 0);
+    DK_CHECK_STATUS(dk_pipeline_add_preset(p, "nope", "jpeg"), DK_EINVAL);
+    DK_CHECK_STATUS(dk_pipeline_add_preset(p, "decode", "mp3"), DK_EINVAL);
+    dk_pipeline_destroy(p);
+    dk_group_destroy(cam);
+    dk_group_destroy(g);
+    /* Samplers: sizes that would overflow, drop_last without a whole batch. */
+    dk_sampler_config sc;
+    dk_sampler_config_init(&sc);
+    dk_sampler *smp;
+    sc.n = ((int64_t)1 << 61) + 1;
+    DK_CHECK_STATUS(dk_sampler_create(&sc, &smp), DK_EINVAL);
+    sc.n = 10;
+    sc.batch_size = 65536;
+    sc.world_size = 65536;
+    DK_CHECK_STATUS(dk_sampler_create(&sc, &smp), DK_EINVAL);
+    sc.batch_size = 4;
+    sc.world_size = 1;
+    sc.n = 3;
+    sc.drop_last = 1;
+    DK_CHECK_STATUS(dk_sampler_create(&sc, &smp), DK_EINVAL);
+    DK_CHECK_CONTAINS(dk_errmsg(), "drop_last");
+    sc.kind = DK_SAMPLER_SEQUENCE;
+    sc.n_scenes = 5;
+    DK_CHECK_STATUS(dk_sampler_create(&sc, &smp), DK_EINVAL);
+    DK_CHECK_CONTAINS(dk_errmsg(), "scene_first");
+    /* Group paths with a name longer than any field name. */
+    DK_CHECK_OK(dk_group_create(&g));
+    char longpath[200];
+    memset(longpath, 'a', sizeof longpath - 1);
+    longpath[sizeof longpath - 1] = 0;
+    DK_CHECK_STATUS(dk_group_find(g, DK_GROUP_ROOT, longpath), DK_EINVAL);
+    DK_CHECK_CONTAINS(dk_errmsg(), "too long");
+    dk_group_destroy(g);
+    DK_CHECK_EQ_INT(dk_alloc_live(), live);
+}
+
+/* A loader under SKIP whose every sample fails stops with an error instead of
+ * looping, also with a sampler that never ends. */
+static int always_fail(void *user, int64_t index, dk_sample *x, char *what, size_t cap)
+{
+    (void)user;
+    (void)x;
+    snprintf(what, cap, "tok%lld", (long long)index);
+    return dk__error(DK_EINVALIDDATA, "read", "tok%lld: missing image", (long long)index);
+}
+
+static void test_loader_all_bad_stops(void)
+{
+    dk_group *g = loader_format();
+    dk_pipeline *p;
+    DK_CHECK_OK(dk_pipeline_create(g, NULL, &p));
+    int64_t first[2] = {0, 5}, len[2] = {5, 5};
+    dk_sampler_config sc;
+    dk_sampler_config_init(&sc);
+    sc.kind = DK_SAMPLER_SEQUENCE;
+    sc.n_scenes = 2;
+    sc.scene_first = first;
+    sc.scene_length = len;
+    sc.batch_size = 2;
+    dk_sampler *smp;
+    DK_CHECK_OK(dk_sampler_create(&sc, &smp));
+    dk_loader_config lc;
+    dk_loader_config_init(&lc);
+    lc.read = always_fail;
+    lc.read_user = g;
+    lc.pipeline = p;
+    lc.sampler = smp;
+    lc.policy = DK_LOADER_SKIP;
+    dk_loader *l;
+    DK_CHECK_OK(dk_loader_create(&lc, &l));
+    dk_batch b;
+    DK_CHECK_STATUS(dk_loader_next(l, &b), DK_EINVALIDDATA);
+    DK_CHECK_CONTAINS(dk_errmsg(), "missing image");
+    /* A pipeline changed after the loader was made is refused. */
+    DK_CHECK_OK(dk_pipeline_add(p, draw_step("a")));
+    DK_CHECK_STATUS(dk_loader_next(l, &b), DK_ESTATE);
+    dk_loader_destroy(l);
+    dk_sampler_destroy(smp);
+    dk_pipeline_destroy(p);
+    dk_group_destroy(g);
+}
+
 extern const dk_test_case dk_tests_data_image[];
 extern const size_t dk_tests_data_image_count;
 extern const dk_test_case dk_tests_data_3d[];
@@ -1147,6 +1263,8 @@ int main(int argc, char **argv)
         DK_TEST(test_sampler_sequence),
         DK_TEST(test_nusc_source),
         DK_TEST(test_loader),
+        DK_TEST(test_bad_configs_fail_cleanly),
+        DK_TEST(test_loader_all_bad_stops),
     };
     const dk_test_case *parts[] = {cases, dk_tests_data_image, dk_tests_data_3d};
     size_t counts[] = {sizeof cases / sizeof cases[0], dk_tests_data_image_count,

@@ -213,7 +213,8 @@ DK_API int dk_nusc_source_create(const dk_nusc *db, unsigned flags, dk_nusc_sour
 DK_API void dk_nusc_source_destroy(dk_nusc_source *s);
 DK_API const dk_group *dk_nusc_source_format(const dk_nusc_source *s);
 /** Fills x (any previous values are released; it is (re)initialised for the
- *  format) with sample i and sets x->index = i. Only the points file is
+ *  format, keeping x->epoch when x already held values) with sample i and
+ *  sets x->index = i. Only the points file is
  *  read (with DK_NUSC_SOURCE_POINTS); images are read by the image steps.
  *  Errors as dk_nusc_get_sample / dk_nusc_load_points (naming the sample
  *  token and file). Thread-safe. */
@@ -305,7 +306,7 @@ typedef struct dk_group dk_group;
 
 typedef struct dk_field_info {
     dk_field_kind kind;
-    const char *name;      /* "" for the root; valid until the node is removed */
+    const char *name;      /* "" for the root; valid until the group is next modified */
     int parent;            /* -1 for the root */
     dk_dtype dtype;        /* tensors; DK_U8 for strings */
     int ndim;              /* tensors; 1 for strings */
@@ -377,8 +378,9 @@ DK_API int dk_sample_init(dk_sample *x, int n);
 DK_API void dk_sample_free(dk_sample *x);
 /** Grows the value array to n entries (new ones empty). */
 DK_API int dk_sample_resize(dk_sample *x, int n);
-/** Replaces value `id` with `t` (the sample takes t's reference: do not
- *  release t afterwards). DK_ERANGE for a bad id. */
+/** Replaces value `id` with `t`: the sample takes t's reference and clears
+ *  *t, also on error (then the reference is released). DK_ERANGE for a bad
+ *  id, DK_EINVAL for NULL. */
 DK_API int dk_sample_set(dk_sample *x, int id, dk_tensor *t);
 /** Copies a string into a new 1-D uint8 value. */
 DK_API int dk_sample_set_string(dk_sample *x, int id, const char *s);
@@ -410,10 +412,11 @@ DK_API int dk_sample_check(const dk_sample *x, const dk_group *fmt);
  * Image steps (decode, affine, photometric, normalize, pad, layout) do not
  * touch pixels when they run: they extend a per-image plan, and every run of
  * consecutive image steps ends in ONE fused pass that decodes the source (a
- * JPEG at the smallest DCT scale that covers the output, or a video frame)
- * and writes each output pixel once (warp, photometric, normalize, pad,
- * layout and dtype). Geometry that depends on the image (intrinsics,
- * lidar2img, 2-D points) is updated by the step that changes it.
+ * JPEG at the cheapest DCT scale that covers the output, only the part the
+ * output samples; or a video frame) and writes each output pixel once (warp,
+ * photometric, normalize, pad, layout and dtype). Geometry that depends on
+ * the image (intrinsics, lidar2img, 2-D points) is updated by the step that
+ * changes it.
  *
  * Thread safety: building is single-threaded; dk_pipeline_run may run on
  * several samples concurrently once the pipeline is built. */
@@ -474,14 +477,21 @@ DK_API void dk_pipeline_reset_stats(dk_pipeline *p);
 /* Image steps edit a per-image plan, not pixels (see "Pipelines and steps");
  * each run of consecutive image steps ends in ONE fused pass per image:
  *
- *     source   a JPEG decoded at the smallest DCT scale n/8 (n = 1..8) that
- *              is at least the scale the warp samples at (the larger column
- *              norm of its 2x2 part; full size for nearest sampling), a PNG,
- *              a video frame (RGB), or the field's current uint8 (H, W, 3)
- *              value. A downscaled decode differs from a full decode + warp
- *              by about 0.4 levels on average (a few at most): it drops the
- *              high-frequency JPEG noise the full decode keeps, and is as
- *              close to the picture before compression
+ *     source   a JPEG decoded at a DCT scale n/8 (n = 1..8): among the n
+ *              whose n/8 is at least the scale the warp samples at (the
+ *              larger column norm of its 2x2 part; 8 for nearest sampling),
+ *              the cheapest for libjpeg-turbo: 1/8, 2/8, 4/8 and 8/8 have
+ *              SIMD IDCTs, 3/8 costs a little more than 4/8, and 5/8..7/8
+ *              more than a full decode, so in practice the smallest of 1/8,
+ *              2/8, 4/8 and 8/8 that qualifies. Only the part the output
+ *              samples is decoded: the columns it needs (widened to an iMCU),
+ *              rows above them skipped (still entropy-decoded), rows below
+ *              them not read at all, so damage confined to those rows is not
+ *              detected. Else a PNG, a video frame (RGB), or the field's
+ *              current uint8 (H, W, 3) value. A downscaled decode differs from
+ *              a full decode + warp by about 0.4 levels on average (a few at
+ *              most): it drops the high-frequency JPEG noise the full decode
+ *              keeps, and is as close to the picture before compression
  *     warp     each output pixel centre mapped back through the affine
  *              matrix, bilinear (or nearest) sampling, `fill` outside the
  *              source (OpenCV warpAffine with BORDER_CONSTANT semantics)
@@ -513,7 +523,8 @@ DK_API void dk_pipeline_reset_stats(dk_pipeline *p);
  * Errors when a sample runs name the field path, the file (and frame) and
  * the sample (`what`): a missing file DK_ENOENT, an unreadable one DK_EIO, a
  * file that is not a JPEG or PNG or is corrupt or truncated DK_EINVALIDDATA
- * (never a grey image), a video frame that does not decode (the video's
+ * (never a grey image; for a JPEG, where the data up to the last row the
+ * output needs is damaged), a CMYK JPEG DK_EUNSUPPORTED, a video frame that does not decode (the video's
  * status), an image whose value is not uint8 (H, W, 3) where pixels are
  * needed DK_EINVALIDDATA. */
 
@@ -1019,9 +1030,13 @@ DK_API int dk_step_remove_fields(const char *const *names, int n_names, dk_step 
 
 /** Appends the steps of a JSON array to p, each an object {"step": NAME,
  *  parameters...}; NAME is the constructor's name without dk_step_ and the
- *  parameters its config fields (ranges as [lo, hi] arrays, enums as
- *  lower-case names, affine ops as {"op": "resize_crop", "prob", "lo",
- *  "hi", "axes", "border"}); unknown parameters are errors. E.g.
+ *  parameters its config fields or arguments (ranges as [lo, hi] arrays,
+ *  enums as lower-case names: image_decode "source" "auto"/"file"/"video",
+ *  layout "dtype" "uint8"/"float32"/"float16"; name lists as arrays of
+ *  strings; affine "size": [w, h] and ops as {"op": "resize_crop", "prob",
+ *  "lo", "hi", "axes", "border"}, "preset": "streampetr" or
+ *  "streampetr_eval"; class_filter "classes" as labels or class names;
+ *  visible_boxes "image_size": [w, h]); unknown parameters are errors. E.g.
  *    [{"step": "image_decode"}, {"step": "affine", "preset": "streampetr"},
  *     {"step": "normalize", "mean": [103.53, 116.28, 123.675],
  *      "std": [57.375, 57.12, 58.395], "to_bgr": true},
@@ -1029,8 +1044,8 @@ DK_API int dk_step_remove_fields(const char *const *names, int n_names, dk_step 
  *      "dtype": "float32"}]
  *  A step may carry "per_element": "cams" (dk_step_per_element) or "at":
  *  PATH (dk_step_at_path). Errors name the array index and the key
- *  ("steps[2].mean: expected array of 3 numbers"); the steps before the bad
- *  one stay added. */
+ *  ("steps[2]: ...: [2].mean: expected array of 3 numbers"); the steps
+ *  before the bad one stay added. */
 DK_API int dk_pipeline_add_json(dk_pipeline *p, const char *json, size_t len);
 /** Appends a named preset for the nuScenes source format:
  *    "streampetr": StreamPETR's R50 training pipeline at 256x704 for

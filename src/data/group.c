@@ -217,6 +217,7 @@ int dk_group_add_array(dk_group *g, int parent, const char *name, const dk_group
         src = tmp;
     }
     int id = new_node(g, DK_FIELD_ARRAY, name, parent);
+    int arr = id;
     for (int i = 0; i < n && id >= 0; i++) {
         char en[16];
         snprintf(en, sizeof en, "%d", i);
@@ -226,6 +227,8 @@ int dk_group_add_array(dk_group *g, int parent, const char *name, const dk_group
             break;
         }
     }
+    /* No half-built array is left behind. */
+    if (id < 0 && arr >= 0) dk_group_remove(g, arr);
     dk_group_destroy(tmp);
     return id;
 }
@@ -293,10 +296,14 @@ int dk_group_find(const dk_group *g, int from, const char *path)
         if (*p == '[') {
             p++;
             while (*p && *p != ']' && k < sizeof part - 1) part[k++] = *p++;
+            if (*p && *p != ']')
+                return dk__error(DK_EINVAL, __func__, "'%s': a name is too long", path);
             if (*p != ']') return dk__error(DK_EINVAL, __func__, "'%s': unclosed '['", path);
             p++;
         } else {
             while (*p && *p != '.' && *p != '[' && k < sizeof part - 1) part[k++] = *p++;
+            if (*p && *p != '.' && *p != '[')
+                return dk__error(DK_EINVAL, __func__, "'%s': a name is too long", path);
         }
         part[k] = 0;
         if (!k) return dk__error(DK_EINVAL, __func__, "'%s': empty name", path);
@@ -506,7 +513,11 @@ int dk_sample_resize(dk_sample *x, int n)
 
 int dk_sample_set(dk_sample *x, int id, dk_tensor *t)
 {
-    if (!x || !t) return dk__error(DK_EINVAL, __func__, "NULL argument");
+    if (!t) return dk__error(DK_EINVAL, __func__, "NULL tensor");
+    if (!x) {
+        dk_tensor_release(t);
+        return dk__error(DK_EINVAL, __func__, "NULL sample");
+    }
     if (id < 0 || id >= x->n) {
         dk_tensor_release(t);
         return dk__error(DK_ERANGE, __func__, "field id %d outside [0, %d)", id, x->n);

@@ -59,6 +59,9 @@ struct dk_loader {
     atomic_llong read_ns, pipe_ns;
     int64_t collate_ns, wait_ns, batches, samples, skipped;
     char last_skipped[ERR_MAX];
+    int plan_steps;           /* pipeline steps when the collation plan was made */
+    int deferred;             /* an error to report on the next call */
+    char deferred_msg[ERR_MAX];
 };
 
 static int64_t now_ns(void)
@@ -189,6 +192,7 @@ int dk_loader_create(const dk_loader_config *cfg, dk_loader **out)
     l->depth = dk_pool_size(cfg->pool) > 1 ? cfg->prefetch : 1;
     atomic_init(&l->read_ns, 0);
     atomic_init(&l->pipe_ns, 0);
+    l->plan_steps = dk_pipeline_num_steps(cfg->pipeline);
     int st = build_plan(l);
     l->ring = st ? NULL : dk_calloc((size_t)l->depth, sizeof *l->ring);
     if (!st && !l->ring) st = dk__error(DK_ENOMEM, __func__, "out of memory");
@@ -359,14 +363,14 @@ static int collate(dk_loader *l, flight *f, const int *keep, int n, dk_batch *b)
         if (g->kind == DK_FIELD_STRING) uniform = 0;   /* strings are always ragged */
         if (uniform) {
             int nd = 0;
+            if (first->ndim + 1 + g->under_array > DK_MAX_DIMS) {
+                dk_free(offs);
+                return dk__error(DK_EOVERFLOW, "dk_loader_next", "%s: rank %d too large to batch",
+                                 g->name, first->ndim + 1 + g->under_array);
+            }
             bf->data.shape[nd++] = n;
             if (g->under_array) bf->data.shape[nd++] = g->n_el;
             for (int d = 0; d < first->ndim; d++) bf->data.shape[nd++] = first->shape[d];
-            if (nd > DK_MAX_DIMS) {
-                dk_free(offs);
-                return dk__error(DK_EOVERFLOW, "dk_loader_next", "%s: rank %d too large to batch",
-                                 g->name, nd);
-            }
             bf->data.ndim = nd;
         } else {
             for (int s = 0; s < n; s++)
@@ -437,19 +441,36 @@ static int collate(dk_loader *l, flight *f, const int *keep, int n, dk_batch *b)
     return DK_OK;
 }
 
-static int next_once(dk_loader *l, dk_batch *out);
+static int next_once(dk_loader *l, dk_batch *out, int *all_skipped);
+
+/* Under SKIP, a batch whose every sample failed is skipped whole; this many
+   in a row is an error (e.g. a wrong image root), not an endless loop. */
+#define MAX_SKIPPED_BATCHES 64
 
 int dk_loader_next(dk_loader *l, dk_batch *out)
 {
     if (!l || !out) return dk__error(DK_EINVAL, __func__, "NULL argument");
-    /* Under SKIP, a batch whose every sample failed is skipped whole. */
-    for (;;) {
-        int st = next_once(l, out);
-        if (st != DK_EAGAIN) return st;
+    memset(out, 0, sizeof *out);
+    if (dk_pipeline_num_steps(l->cfg.pipeline) != l->plan_steps)
+        return dk__error(DK_ESTATE, __func__,
+                         "the pipeline gained steps after the loader was created");
+    if (l->deferred) {
+        int st = l->deferred;
+        l->deferred = 0;
+        return dk__error(st, __func__, "%s", l->deferred_msg);
+    }
+    for (int skipped = 0;; skipped++) {
+        int all_skipped = 0;
+        int st = next_once(l, out, &all_skipped);
+        if (!all_skipped || st) return st;
+        if (skipped + 1 >= MAX_SKIPPED_BATCHES)
+            return dk__error(DK_EINVALIDDATA, __func__,
+                             "%d batches in a row had no good sample; last: %s",
+                             MAX_SKIPPED_BATCHES, l->last_skipped);
     }
 }
 
-static int next_once(dk_loader *l, dk_batch *out)
+static int next_once(dk_loader *l, dk_batch *out, int *all_skipped_out)
 {
     memset(out, 0, sizeof *out);
     int st = fill(l);
@@ -497,13 +518,19 @@ static int next_once(dk_loader *l, dk_batch *out)
         return st;
     }
     if (all_skipped) {
-        st = fill(l);
-        return st ? st : DK_EAGAIN;
+        *all_skipped_out = 1;
+        return fill(l);
     }
     l->batches++;
     l->samples += n;
-    /* Start the next batch before handing this one out. */
-    return fill(l);
+    /* Start the next batch before handing this one out; a failure there is
+       reported by the next call (this batch is good). */
+    st = fill(l);
+    if (st) {
+        l->deferred = st;
+        snprintf(l->deferred_msg, sizeof l->deferred_msg, "%s", dk_errmsg());
+    }
+    return DK_OK;
 }
 
 int dk_loader_reset(dk_loader *l, int epoch)

@@ -19,7 +19,9 @@
 #include "internal.h"
 
 #define NS_PATH_MAX 4096
-#define NS_MAX_ROWS ((int64_t)1 << 31)
+#define NS_MAX_ROWS ((int64_t)1 << 28)
+#define NS_MAX_COORD 1e7   /* metres: any translation beyond is corrupt */
+#define NS_MAX_SIZE 1e4    /* metres: box sizes */
 
 static const char *const cam_names[DK_NUSC_NUM_CAMS] = {
     "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT",
@@ -75,7 +77,7 @@ void dk_nusc_config_init(dk_nusc_config *cfg)
 /* Token index                                                               */
 
 typedef struct tokmap {
-    uint32_t cap;        /* power of two, or 0 */
+    uint64_t cap;        /* power of two, or 0 */
     int64_t *slot;       /* row index + 1, 0 = empty */
     const char *const *keys;   /* row -> token, owned by the table */
     size_t key_stride;   /* bytes between consecutive key pointers */
@@ -107,7 +109,7 @@ static int64_t tokmap_find(const tokmap *m, const char *tok)
    token is an error (returns the row of the second occurrence + 1). */
 static int tokmap_build(tokmap *m, const void *keys, size_t stride, int64_t n, int64_t *dup)
 {
-    uint32_t cap = 16;
+    uint64_t cap = 16;
     while ((int64_t)cap < 2 * n) cap *= 2;
     m->slot = dk_calloc(cap, sizeof *m->slot);
     if (!m->slot) return DK_ENOMEM;
@@ -215,6 +217,7 @@ struct dk_nusc {
     dk_nusc_scene *scene_info;
     int64_t *box_start;       /* n_samples + 1 */
     dk_nusc_box *boxes;
+    int reading_file;         /* the last error came from opening a table file */
 };
 
 static const char *keep_str(dk_nusc *db, const char *s)
@@ -233,6 +236,7 @@ static int load_table(dk_nusc *db, const char *name, dk_json **doc, dk_json_cur 
         (int)sizeof path)
         return dk__error(DK_EINVAL, "dk_nusc_open", "%s: path too long", db->root);
     int st = dk_json_load(path, doc);
+    if (st == DK_ENOENT || st == DK_EIO) db->reading_file = 1;   /* the file itself */
     if (st) return st;
     *root = dk_json_root(*doc);
     if (dk_json_type_of(root) != DK_JSON_ARRAY)
@@ -261,6 +265,13 @@ static int get_pose(const dk_json_cur *row, dk_pose *p)
     int st = dk_json_get_numbers(row, "translation", p->t, 3);
     if (!st) st = dk_json_get_numbers(row, "rotation", p->q, 4);
     if (st) return st;
+    for (int j = 0; j < 3; j++)
+        if (!(fabs(p->t[j]) <= NS_MAX_COORD)) {
+            dk_json_cur f;
+            dk_json_field(row, "translation", &f);
+            return dk__error(DK_EINVALIDDATA, "dk_nusc_open", "%s: %s: %g m is beyond %g m",
+                             dk_json_name(row->doc), f.path, p->t[j], NS_MAX_COORD);
+        }
     double nn = sqrt(p->q[0] * p->q[0] + p->q[1] * p->q[1] + p->q[2] * p->q[2] + p->q[3] * p->q[3]);
     if (!(fabs(nn - 1.0) <= 1e-3)) {
         dk_json_cur f;
@@ -322,7 +333,24 @@ static int index_table(tokmap *m, const void *keys, size_t stride, int64_t n, co
         if (st) goto out;                                                                   \
     } while (0)
 
+static int read_tables_(dk_nusc *db);
+
+/* A table that exists but is malformed (a missing field, a number out of
+ * range) is invalid data, whatever status the JSON reader used; a missing
+ * table file stays DK_ENOENT and memory DK_ENOMEM. */
 static int read_tables(dk_nusc *db)
+{
+    db->reading_file = 0;
+    int st = read_tables_(db);
+    if (st && st != DK_ENOMEM && st != DK_EIO && db->reading_file == 0) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", dk_errmsg());
+        st = dk__error(DK_EINVALIDDATA, "dk_nusc_open", "%s", msg);
+    }
+    return st;
+}
+
+static int read_tables_(dk_nusc *db)
 {
     dk_json *doc = NULL;
     dk_json_cur root, row;
@@ -523,9 +551,10 @@ static int read_tables(dk_nusc *db)
         memcpy(a->q, p.q, sizeof a->q);
         TRY(dk_json_get_numbers(&row, "size", a->size, 3));
         for (int j = 0; j < 3; j++)
-            if (!(a->size[j] >= 0)) {
-                st = dk__error(DK_EINVALIDDATA, "dk_nusc_open", "%s: [%lld].size: negative size",
-                               dk_json_name(doc), (long long)i);
+            if (!(a->size[j] >= 0 && a->size[j] <= NS_MAX_SIZE)) {
+                st = dk__error(DK_EINVALIDDATA, "dk_nusc_open",
+                               "%s: [%lld].size: %g m is not in [0, %g]", dk_json_name(doc),
+                               (long long)i, a->size[j], NS_MAX_SIZE);
                 goto out;
             }
         int64_t v = 0, vis = -1;
@@ -622,16 +651,16 @@ static int order_samples(dk_nusc *db)
         int64_t prev = -1;
         while (r >= 0) {
             sample_row *sr = &db->srows[r];
-            if (sr->index >= 0)
-                return dk__error(DK_EINVALIDDATA, "dk_nusc_open",
-                                 "sample.json: sample %s is reached twice along scene %s's "
-                                 "next chain",
-                                 sr->token, s->name);
             if (strcmp(sr->scene_token, s->token))
                 return dk__error(DK_EINVALIDDATA, "dk_nusc_open",
                                  "sample.json: sample %s on scene %s's next chain belongs to "
                                  "scene %s",
                                  sr->token, s->name, sr->scene_token);
+            if (sr->index >= 0)
+                return dk__error(DK_EINVALIDDATA, "dk_nusc_open",
+                                 "sample.json: sample %s is reached twice along scene %s's "
+                                 "next chain",
+                                 sr->token, s->name);
             if (prev >= 0 && sr->timestamp < db->samples[prev].timestamp)
                 return dk__error(DK_EINVALIDDATA, "dk_nusc_open",
                                  "sample.json: sample %s is earlier than the sample before it "

@@ -49,6 +49,7 @@ typedef struct wrap_cfg {
 } wrap_cfg;
 
 typedef struct elem_binding {
+    const dk__step_vt *vt;   /* the inner step's kind (to unbind) */
     int n;
     void **b;         /* inner bindings, one per element */
 } elem_binding;
@@ -64,10 +65,8 @@ static void elem_unbind(void *binding)
 {
     elem_binding *eb = binding;
     if (!eb) return;
-    /* The inner step kind is needed to unbind: stored after the array. */
-    const dk__step_vt *vt = (const dk__step_vt *)eb->b[eb->n];
     for (int i = 0; i < eb->n; i++)
-        if (vt->unbind) vt->unbind(eb->b[i]);
+        if (eb->vt->unbind) eb->vt->unbind(eb->b[i]);
     dk_free(eb->b);
     dk_free(eb);
 }
@@ -78,6 +77,9 @@ static int elem_bind(dk_step *s, dk_group *fmt, int root, void **binding)
     int arrays[64];
     int na = dk_group_find_all(fmt, root, c->name, arrays, 64);
     if (na == 0) return dk__error(DK_ENOENT, "bind", "no array named '%s'", c->name);
+    if (na > 64)
+        return dk__error(DK_EINVALIDDATA, "bind", "%d arrays named '%s' (at most 64)", na,
+                         c->name);
     int total = 0;
     for (int a = 0; a < na && a < 64; a++) {
         dk_field_info fi;
@@ -99,7 +101,7 @@ static int elem_bind(dk_step *s, dk_group *fmt, int root, void **binding)
         return dk__error(DK_ENOMEM, "bind", "out of memory");
     }
     eb->b = b;
-    b[total] = (void *)c->inner->vt;
+    eb->vt = c->inner->vt;
     int st = DK_OK;
     for (int a = 0; a < na && a < 64 && !st; a++) {
         dk_field_info fi;
@@ -124,10 +126,12 @@ static int elem_run(const dk_step *s, const void *binding, dk_sample *x, dk__ste
     const elem_binding *eb = binding;
     for (int i = 0; i < eb->n; i++) {
         dk__step_ctx e = *ctx;
-        e.element = i;
+        /* Nested per-element steps get distinct streams for every (outer,
+           inner) pair of elements. */
+        e.element = ctx->element >= 0 ? (ctx->element + 1) * (MAX_ELEMENTS + 1) + i : i;
         dk_rng_init(&e.rng, ctx->seed,
                     dk_rng_stream_id((uint64_t)ctx->epoch, (uint64_t)ctx->sample,
-                                     (uint64_t)ctx->step, (uint64_t)i));
+                                     (uint64_t)ctx->step, (uint64_t)e.element));
         int st = c->inner->vt->run(c->inner, eb->b[i], x, &e);
         if (st) return st;
     }

@@ -85,6 +85,12 @@ int dk_sampler_create(const dk_sampler_config *cfg, dk_sampler **out)
     if (cfg->world_size < 1 || cfg->rank < 0 || cfg->rank >= cfg->world_size)
         return dk__error(DK_EINVAL, __func__, "rank %d outside [0, world_size = %d)", cfg->rank,
                          cfg->world_size);
+    if ((int64_t)cfg->batch_size * cfg->world_size > (1 << 24))
+        return dk__error(DK_EINVAL, __func__, "batch_size %d x world_size %d is too large",
+                         cfg->batch_size, cfg->world_size);
+    if (cfg->kind == DK_SAMPLER_SHUFFLED && cfg->n > ((int64_t)1 << 40))
+        return dk__error(DK_EINVAL, __func__, "n = %lld samples is too large",
+                         (long long)cfg->n);
     dk_sampler *s = dk_calloc(1, sizeof *s);
     if (!s) return dk__error(DK_ENOMEM, __func__, "out of memory");
     s->cfg = *cfg;
@@ -94,12 +100,20 @@ int dk_sampler_create(const dk_sampler_config *cfg, dk_sampler **out)
             st = dk__error(DK_EINVAL, __func__, "n = %lld: empty dataset", (long long)cfg->n);
         } else {
             s->per_rank = (cfg->n + cfg->world_size - 1) / cfg->world_size;
+            if (cfg->drop_last && s->per_rank < cfg->batch_size) {
+                dk_sampler_destroy(s);
+                return dk__error(DK_EINVAL, __func__,
+                                 "drop_last with %lld samples per rank leaves no batch of %d",
+                                 (long long)s->per_rank, cfg->batch_size);
+            }
             s->perm = dk_malloc((size_t)s->per_rank * sizeof *s->perm);
             st = s->perm ? start_epoch(s, 0) : dk__error(DK_ENOMEM, __func__, "out of memory");
         }
     } else if (cfg->kind == DK_SAMPLER_SEQUENCE) {
         int slots = cfg->batch_size * cfg->world_size;
-        if (cfg->n_scenes < slots || !cfg->scene_first || !cfg->scene_length) {
+        if (!cfg->scene_first || !cfg->scene_length) {
+            st = dk__error(DK_EINVAL, __func__, "SEQUENCE needs scene_first and scene_length");
+        } else if (cfg->n_scenes < slots) {
             st = dk__error(DK_EINVAL, __func__,
                            "%d scenes for %d sequence slots (batch_size x world_size): each slot "
                            "needs its own scene",
@@ -212,6 +226,11 @@ int dk_sampler_next(dk_sampler *s, int64_t *indices, int *epoch)
             int st = start_epoch(s, s->epoch + 1);
             if (st) return st;
             left = s->per_rank;
+            if (c->drop_last && left < c->batch_size) {
+                /* Not even one whole batch per epoch. */
+                s->ended = 1;
+                return DK_EOF;
+            }
         }
         int n = left < c->batch_size ? (int)left : c->batch_size;
         memcpy(indices, s->perm + s->pos, (size_t)n * sizeof *indices);

@@ -156,9 +156,11 @@ int dk_nusc_source_read(const dk_nusc_source *s, int64_t i, dk_sample *x)
     dk_nusc_sample smp;
     int st = dk_nusc_get_sample(s->db, i, &smp);
     if (st) return st;
+    int epoch = x->values ? x->epoch : 0;
     if (x->values) dk_sample_free(x);
     if ((st = dk_sample_init(x, dk_group_id_limit(s->fmt)))) return st;
     x->index = i;
+    x->epoch = epoch;
     const char *root = dk_nusc_root(s->db);
     double ts = (double)smp.timestamp * 1e-6;
     st = dk_sample_set_string(x, s->token, smp.token);

@@ -172,10 +172,15 @@ static int s_affine(const dk_json_cur *o, dk_step **out)
     int size[2] = {c.out_w, c.out_h}, mode = (int)c.resize_mode, anchor = (int)c.anchor;
     dk_json_cur f, it;
     if (!st && !(st = opt_field(o, "size", &f))) {
-        double d[2];
-        st = dk_json_numbers(&f, d, 2);
-        size[0] = (int)d[0];
-        size[1] = (int)d[1];
+        if (dk_json_type_of(&f) != DK_JSON_ARRAY || dk_json_size(&f) != 2)
+            st = dk__error(DK_EINVALIDDATA, "dk_pipeline_add_json",
+                           "%s: expected [width, height]", f.path);
+        for (size_t i = 0; i < 2 && !st; i++) {
+            int64_t v;
+            st = dk_json_item(&f, i, &it);
+            if (!st) st = dk_json_int(&it, 0, 1 << 16, &v);
+            if (!st) size[i] = (int)v;
+        }
     } else if (st > 0) {
         st = 0;
     }
@@ -306,10 +311,24 @@ static int s_layout(const dk_json_cur *o, dk_step **out)
 static int s_global(const dk_json_cur *o, dk_step **out)
 {
     static const char *const keys[] = {"rot_range", "scale_range", "translation_std",
-                                       "flip_h_prob", "flip_v_prob", "boxes", "points", NULL};
+                                       "flip_h_prob", "flip_v_prob", "boxes", "points",
+                                       "from_lidar", "to_lidar", "matrix_out", NULL};
     dk_global_transform_3d_config c;
     dk_global_transform_3d_config_init(&c);
+    const char *from[MAX_NAMES], *to[MAX_NAMES];
+    int nf = -1, nt = -1;
     int st = known_keys(o, keys);
+    if (!st) st = get_names(o, "from_lidar", from, &nf);
+    if (!st) st = get_names(o, "to_lidar", to, &nt);
+    if (!st) st = get_str(o, "matrix_out", &c.matrix_out);
+    if (nf >= 0) {
+        c.from_lidar = from;
+        c.n_from_lidar = nf;
+    }
+    if (nt >= 0) {
+        c.to_lidar = to;
+        c.n_to_lidar = nt;
+    }
     if (!st) st = get_floats(o, "rot_range", c.rot_range, 2);
     if (!st) st = get_floats(o, "scale_range", c.scale_range, 2);
     if (!st) st = get_floats(o, "translation_std", c.translation_std, 3);
@@ -320,34 +339,76 @@ static int s_global(const dk_json_cur *o, dk_step **out)
     return st ? st : dk_step_global_transform_3d(&c, out);
 }
 
+/* "fields" (names of per-element fields), "mask" and "remove", shared by the
+   filters. */
+static int filter_common(const dk_json_cur *o, const char **names, int *n_names,
+                         const char **mask, int *remove)
+{
+    int st = get_names(o, "fields", names, n_names);
+    if (!st) st = get_str(o, "mask", mask);
+    if (!st) st = get_bool(o, "remove", remove);
+    return st;
+}
+
 static int s_points_in_range(const dk_json_cur *o, dk_step **out)
 {
-    static const char *const keys[] = {"points", "range", NULL};
+    static const char *const keys[] = {"points", "range", "fields", NULL};
     dk_points_in_range_config c;
     dk_points_in_range_config_init(&c);
+    const char *names[MAX_NAMES];
+    int n = -1;
     int st = known_keys(o, keys);
     if (!st) st = get_str(o, "points", &c.points);
     if (!st) st = get_floats(o, "range", c.range, 6);
+    if (!st) st = get_names(o, "fields", names, &n);
+    if (n >= 0) {
+        c.fields = names;
+        c.n_fields = n;
+    }
     return st ? st : dk_step_points_in_range(&c, out);
 }
 
 static int s_boxes_in_range(const dk_json_cur *o, dk_step **out)
 {
-    static const char *const keys[] = {"boxes", "range", "use_z", NULL};
+    static const char *const keys[] = {"boxes", "range", "use_z", "wrap_yaw", "fields", "mask",
+                                       "remove", NULL};
     dk_boxes_in_range_config c;
     dk_boxes_in_range_config_init(&c);
+    const char *names[MAX_NAMES];
+    int n = -1;
     int st = known_keys(o, keys);
     if (!st) st = get_str(o, "boxes", &c.boxes);
     if (!st) st = get_floats(o, "range", c.range, 6);
     if (!st) st = get_bool(o, "use_z", &c.use_z);
+    if (!st) st = get_bool(o, "wrap_yaw", &c.wrap_yaw);
+    if (!st) st = filter_common(o, names, &n, &c.mask, &c.remove);
+    if (n >= 0) {
+        c.fields = names;
+        c.n_fields = n;
+    }
     return st ? st : dk_step_boxes_in_range(&c, out);
+}
+
+static int s_remove_masked(const dk_json_cur *o, dk_step **out)
+{
+    static const char *const keys[] = {"mask", "fields", "keep_mask", NULL};
+    const char *mask = NULL, *names[MAX_NAMES];
+    int n = -1, keep = 0;
+    int st = known_keys(o, keys);
+    if (!st) st = dk_json_get_string(o, "mask", &mask);
+    if (!st) st = get_names(o, "fields", names, &n);
+    if (!st) st = get_bool(o, "keep_mask", &keep);
+    return st ? st : dk_step_remove_masked(mask, n >= 0 ? names : NULL, n >= 0 ? n : 0, keep, out);
 }
 
 static int s_class_filter(const dk_json_cur *o, dk_step **out)
 {
-    static const char *const keys[] = {"classes", "remap", NULL};
+    static const char *const keys[] = {"classes", "remap", "labels", "fields", "mask", "remove",
+                                       NULL};
     dk_class_filter_config c;
     dk_class_filter_config_init(&c);
+    const char *names[MAX_NAMES];
+    int n_names = -1;
     int32_t classes[DK_NUSC_NUM_CLASSES * 4];
     int n = 0;
     int st = known_keys(o, keys);
@@ -379,25 +440,57 @@ static int s_class_filter(const dk_json_cur *o, dk_step **out)
     c.classes = classes;
     c.n_classes = n;
     if (!st) st = get_bool(o, "remap", &c.remap);
+    if (!st) st = get_str(o, "labels", &c.labels);
+    if (!st) st = filter_common(o, names, &n_names, &c.mask, &c.remove);
+    if (n_names >= 0) {
+        c.fields = names;
+        c.n_fields = n_names;
+    }
     return st ? st : dk_step_class_filter(&c, out);
 }
 
 static int s_min_points(const dk_json_cur *o, dk_step **out)
 {
-    static const char *const keys[] = {"min_points", NULL};
+    static const char *const keys[] = {"min_points", "num_points", "fields", "mask", "remove",
+                                       NULL};
     dk_min_points_filter_config c;
     dk_min_points_filter_config_init(&c);
+    const char *names[MAX_NAMES];
+    int n = -1;
     int st = known_keys(o, keys);
     if (!st) st = get_int(o, "min_points", 0, 1 << 30, &c.min_points);
+    if (!st) st = get_str(o, "num_points", &c.num_points);
+    if (!st) st = filter_common(o, names, &n, &c.mask, &c.remove);
+    if (n >= 0) {
+        c.fields = names;
+        c.n_fields = n;
+    }
     return st ? st : dk_step_min_points_filter(&c, out);
 }
 
 static int s_visible(const dk_json_cur *o, dk_step **out)
 {
-    static const char *const keys[] = {"min_depth", "min_size", "occlusion", "image_chw", NULL};
+    static const char *const keys[] = {"min_depth", "min_size", "occlusion", "image_chw",
+                                       "boxes", "labels", "lidar2img", "image", "image_size",
+                                       "mask_out", "bboxes_out", "centers_out", "depths_out",
+                                       "labels_out", "index_out", NULL};
     dk_visible_boxes_config c;
     dk_visible_boxes_config_init(&c);
     int st = known_keys(o, keys);
+    float isz[2] = {0, 0};
+    if (!st) st = get_str(o, "boxes", &c.boxes);
+    if (!st) st = get_str(o, "labels", &c.labels);
+    if (!st) st = get_str(o, "lidar2img", &c.lidar2img);
+    if (!st) st = get_str(o, "image", &c.image);
+    if (!st) st = get_floats(o, "image_size", isz, 2);
+    c.image_w = (int)isz[0];
+    c.image_h = (int)isz[1];
+    if (!st) st = get_str(o, "mask_out", &c.mask_out);
+    if (!st) st = get_str(o, "bboxes_out", &c.bboxes_out);
+    if (!st) st = get_str(o, "centers_out", &c.centers_out);
+    if (!st) st = get_str(o, "depths_out", &c.depths_out);
+    if (!st) st = get_str(o, "labels_out", &c.labels_out);
+    if (!st) st = get_str(o, "index_out", &c.index_out);
     if (!st) st = get_float(o, "min_depth", &c.min_depth);
     if (!st) st = get_float(o, "min_size", &c.min_size);
     if (!st) st = get_bool(o, "occlusion", &c.occlusion);
@@ -407,14 +500,18 @@ static int s_visible(const dk_json_cur *o, dk_step **out)
 
 static int s_pad_uniform(const dk_json_cur *o, dk_step **out)
 {
-    static const char *const keys[] = {"names", "capacity", "fill", "truncate", NULL};
+    static const char *const keys[] = {"names", "capacity", "fill", "truncate", "count_suffix",
+                                       NULL};
     dk_pad_to_uniform_config c;
     dk_pad_to_uniform_config_init(&c);
     const char *names[MAX_NAMES];
     int n = 0, cap = 0;
     int st = known_keys(o, keys);
+    dk_json_cur f;
+    if (!st) st = dk_json_field(o, "capacity", &f);   /* required */
     if (!st) st = get_names(o, "names", names, &n);
     if (!st) st = get_int(o, "capacity", 0, 1 << 24, &cap);
+    if (!st) st = get_str(o, "count_suffix", &c.count_suffix);
     if (!st) st = get_double(o, "fill", &c.fill);
     if (!st) st = get_bool(o, "truncate", &c.truncate);
     c.names = names;
@@ -426,7 +523,8 @@ static int s_pad_uniform(const dk_json_cur *o, dk_step **out)
 static int s_heatmap(const dk_json_cur *o, dk_step **out)
 {
     static const char *const keys[] = {"num_classes", "range", "voxel_size", "out_size_factor",
-                                       "min_overlap", "min_radius", "out", NULL};
+                                       "min_overlap", "min_radius", "out", "boxes", "labels",
+                                       NULL};
     dk_heatmap_config c;
     dk_heatmap_config_init(&c);
     int st = known_keys(o, keys);
@@ -437,6 +535,8 @@ static int s_heatmap(const dk_json_cur *o, dk_step **out)
     if (!st) st = get_float(o, "min_overlap", &c.min_overlap);
     if (!st) st = get_int(o, "min_radius", 0, 1024, &c.min_radius);
     if (!st) st = get_str(o, "out", &c.out);
+    if (!st) st = get_str(o, "boxes", &c.boxes);
+    if (!st) st = get_str(o, "labels", &c.labels);
     return st ? st : dk_step_heatmap(&c, out);
 }
 
@@ -469,6 +569,7 @@ static const struct {
     {"pad_to_uniform", s_pad_uniform},
     {"heatmap", s_heatmap},
     {"remove_fields", s_remove},
+    {"remove_masked", s_remove_masked},
 };
 
 static int step_from(const dk_json_cur *o, dk_step **out)
@@ -480,11 +581,17 @@ static int step_from(const dk_json_cur *o, dk_step **out)
         if (!strcmp(factories[i].name, name)) {
             st = factories[i].make(o, out);
             if (st) return st;
-            const char *wrap = NULL;
-            if (!(st = get_str(o, "per_element", &wrap)) && wrap)
-                st = dk_step_per_element(*out, wrap, out);
-            if (!st && !(st = get_str(o, "at", &wrap)) && wrap)
-                st = dk_step_at_path(*out, wrap, out);
+            const char *elem = NULL, *at = NULL;
+            st = get_str(o, "per_element", &elem);
+            if (!st) st = get_str(o, "at", &at);
+            if (st) {
+                dk_step_destroy(*out);
+                *out = NULL;
+                return st;
+            }
+            /* The wrappers take the step, also on error. */
+            if (elem) st = dk_step_per_element(*out, elem, out);
+            if (!st && at) st = dk_step_at_path(*out, at, out);
             return st;
         }
     dk_json_cur f;
@@ -512,6 +619,11 @@ int dk_pipeline_add_json(dk_pipeline *p, const char *json, size_t len)
             st = dk__error(DK_EINVALIDDATA, __func__, "steps[%zu]: expected an object", i);
         if (!st) st = step_from(&o, &s);
         if (!st) st = dk_pipeline_add(p, s);
+        if (st) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", dk_errmsg());
+            st = dk__error(st, __func__, "steps[%zu]: %s", i, msg);
+        }
     }
     dk_json_free(doc);
     return st;
@@ -581,8 +693,10 @@ int dk_pipeline_add_preset(dk_pipeline *p, const char *name, const char *source)
     dk_global_transform_3d_config_init(&gc);
     gc.flip_h_prob = 0;
     gc.flip_v_prob = 0;
-    if (dk_group_find(dk_pipeline_format(p), DK_GROUP_ROOT, "points") < 0) gc.points = NULL;
-    dk_errmsg_clear();
-    if (!st && !eval) st = add(p, dk_step_global_transform_3d(&gc, &s), &s);
+    if (!st && !eval) {
+        if (dk_group_find(dk_pipeline_format(p), DK_GROUP_ROOT, "points") < 0) gc.points = NULL;
+        dk_errmsg_clear();
+        st = add(p, dk_step_global_transform_3d(&gc, &s), &s);
+    }
     return st;
 }
