@@ -9,6 +9,11 @@
  * with a message recorded, and produce the advertised shape on success.
  * Cross-checks: a JPEG that decodes strictly decodes identically with
  * warnings allowed; a PNG's RGB decode equals the colour of its RGBA decode.
+ * A JPEG also goes, as a file, through image pipelines (decode + affine +
+ * layout), whose fused pass decodes only the window the output samples
+ * (cropped columns, skipped rows, an early stop) at several DCT scales: each
+ * run must give a documented status with a message, or an image of the
+ * planned shape; what decodes strictly in full decodes in every window.
  * drivekit's live-allocation counter must be back where it started.
  *
  * Headers claiming more than MAX_PIXELS are not decoded (only their header
@@ -19,10 +24,13 @@
  * a crash.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "drivekit/core.h"
+#include "drivekit/data.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -60,6 +68,74 @@ static void check_result(int st, const dk_tensor *t, int64_t h, int64_t w, int64
     unsigned acc = 0;
     for (size_t i = 0; i < n; i++) acc += p[i];
     (void)acc;
+}
+
+/* Plans through the windowed decode: scale ratio, crop at the top, bottom or
+ * middle, mirror, nearest; out is a fraction of the image. */
+static const struct {
+    double r, bot;
+    int flip, nearest;
+} windows[] = {{0.45, 0.0, 0, 0}, {0.52, 0.6, 1, 0}, {0.2, 0.3, 0, 0},
+               {0.1, 0.9, 1, 0},  {0.3, 0.5, 0, 1}};
+
+static void fuzz_jpeg_windows(const uint8_t *data, size_t size, int full_ok, int w, int h)
+{
+    char path[256];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(path, sizeof path, "%s/dk_fuzz_window_%d.jpg", tmp && *tmp ? tmp : "/tmp",
+             (int)getpid());
+    if (dk_file_write(path, data, size) != DK_OK) return;
+    dk_group *g = NULL;
+    CHECK(dk_group_create(&g) == DK_OK);
+    int fid = dk_group_add_string(g, DK_GROUP_ROOT, "filename");
+    CHECK(fid >= 0);
+    for (size_t k = 0; k < sizeof windows / sizeof windows[0]; k++) {
+        dk_pipeline *p = NULL;
+        CHECK(dk_pipeline_create(g, NULL, &p) == DK_OK);
+        dk_image_decode_config dc;
+        dk_image_decode_config_init(&dc);
+        dc.source = DK_IMAGE_SOURCE_FILE;
+        dk_affine_config ac;
+        dk_affine_config_init(&ac);
+        ac.out_w = w / 3 + 1;
+        ac.out_h = h / 4 + 1;
+        ac.nearest = windows[k].nearest;
+        dk_affine_op *op = dk_affine_config_add(&ac, DK_AFFINE_RESIZE_CROP, 1, windows[k].r,
+                                                windows[k].r, windows[k].bot, windows[k].bot);
+        CHECK(op != NULL);
+        if (windows[k].flip) CHECK(dk_affine_config_add(&ac, DK_AFFINE_FLIP, 1, 0, 0, 0, 0));
+        dk_step *s = NULL;
+        CHECK(dk_step_image_decode(&dc, &s) == DK_OK);
+        CHECK(dk_pipeline_add(p, s) == DK_OK);
+        CHECK(dk_step_affine(&ac, &s) == DK_OK);
+        CHECK(dk_pipeline_add(p, s) == DK_OK);
+        CHECK(dk_step_layout(1, DK_U8, &s) == DK_OK);
+        CHECK(dk_pipeline_add(p, s) == DK_OK);
+        dk_sample x;
+        CHECK(dk_sample_init(&x, dk_group_id_limit(dk_pipeline_format(p))) == DK_OK);
+        CHECK(dk_sample_set_string(&x, fid, path) == DK_OK);
+        x.index = (int64_t)k;
+        int st = dk_pipeline_run(p, &x, "fuzz");
+        CHECK(documented(st));
+        if (st != DK_OK) {
+            CHECK(dk_errmsg()[0] != '\0');
+            CHECK(!full_ok || st == DK_ENOMEM || w < 32 || h < 32);
+        } else {
+            int im = dk_group_find(dk_pipeline_format(p), DK_GROUP_ROOT, "image");
+            CHECK(im >= 0 && im < x.n);
+            const dk_tensor *t = &x.values[im];
+            CHECK(t->dtype == DK_U8 && t->ndim == 3 && t->shape[0] == 3);
+            CHECK(t->shape[1] == ac.out_h && t->shape[2] == ac.out_w);
+            const uint8_t *q = t->data;
+            unsigned acc = 0;
+            for (size_t i = 0; i < dk_tensor_nbytes(t); i++) acc += q[i];
+            (void)acc;
+        }
+        dk_sample_free(&x);
+        dk_pipeline_destroy(p);
+    }
+    dk_group_destroy(g);
+    remove(path);
 }
 
 static void fuzz_jpeg(const uint8_t *data, size_t size)
@@ -104,6 +180,8 @@ static void fuzz_jpeg(const uint8_t *data, size_t size)
         }
         dk_tensor_release(&strict);
         dk_tensor_release(&lax);
+        if (info.colorspace != 3 && info.colorspace != 4)
+            fuzz_jpeg_windows(data, size, st_strict == DK_OK, info.width, info.height);
     }
 
     int qw = 0, qh = 0;
