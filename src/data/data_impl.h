@@ -68,6 +68,9 @@ typedef struct dk__image_plan {
     int id;                /* field id of the image */
     dk__image_source src;
     char *path;            /* dk_malloc'd, JPEG_FILE / VIDEO_FRAME */
+    uint8_t *data;         /* JPEG_FILE: the file's bytes when the decode step
+                              read them already (dk_malloc'd), else NULL */
+    size_t data_size;
     int64_t frame;         /* VIDEO_FRAME */
     int src_w, src_h;      /* full-resolution source size, pixels */
     /* Geometry: output continuous pixel coordinates (pixel centres at +0.5)

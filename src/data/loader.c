@@ -59,6 +59,7 @@ struct dk_loader {
     atomic_llong read_ns, pipe_ns;
     int64_t collate_ns, wait_ns, batches, samples, skipped;
     char last_skipped[ERR_MAX];
+    dk_buffer *spare[4];      /* batch buffers kept for reuse (see batch_buffer) */
     int plan_steps;           /* pipeline steps when the collation plan was made */
     int deferred;             /* an error to report on the next call */
     char deferred_msg[ERR_MAX];
@@ -235,6 +236,7 @@ void dk_loader_destroy(dk_loader *l)
         for (int i = 0; i < l->depth; i++) flight_free(&l->ring[i], l->batch_size);
     }
     for (int k = 0; k < l->n_groups; k++) dk_free(l->groups[k].ids);
+    for (int i = 0; i < 4; i++) dk_buffer_unref(l->spare[i]);
     dk_free(l->groups);
     dk_free(l->ring);
     dk_free(l);
@@ -333,6 +335,33 @@ static void copy_c_order(uint8_t *dst, const dk_tensor *t)
     }
 }
 
+/* A buffer of at least `size` bytes for a batch. Batches of one pipeline
+ * have similar sizes and a consumer holds only a few at a time, so the loader
+ * keeps the last few buffers and reuses one nobody else references any more
+ * (refcount 1: only the loader): no fresh pages to fault in per batch. */
+static int batch_buffer(dk_loader *l, size_t size, dk_buffer **out)
+{
+    int free_slot = -1;
+    for (int i = 0; i < 4; i++) {
+        dk_buffer *b = l->spare[i];
+        if (!b) {
+            if (free_slot < 0) free_slot = i;
+            continue;
+        }
+        if (dk_buffer_refcount(b) != 1) continue;
+        if (dk_buffer_size(b) >= size && dk_buffer_size(b) <= 2 * size) {
+            *out = dk_buffer_ref(b);
+            return DK_OK;
+        }
+        if (free_slot < 0) free_slot = i;   /* unused and the wrong size: replace */
+    }
+    int st = dk_buffer_alloc(size, 0, out);
+    if (st || free_slot < 0) return st;
+    dk_buffer_unref(l->spare[free_slot]);
+    l->spare[free_slot] = dk_buffer_ref(*out);
+    return DK_OK;
+}
+
 static int collate(dk_loader *l, flight *f, const int *keep, int n, dk_batch *b)
 {
     const dk_group *fmt = dk_pipeline_format(l->cfg.pipeline);
@@ -403,7 +432,7 @@ static int collate(dk_loader *l, flight *f, const int *keep, int n, dk_batch *b)
         offs[2 * gi + 1] = total;
         if (bf->ragged) total = align_up(total + (size_t)n * (size_t)g->n_el * sizeof(int64_t));
     }
-    int st = dk_buffer_alloc(total ? total : 1, 0, &b->buffer);
+    int st = batch_buffer(l, total ? total : 1, &b->buffer);
     if (st) {
         dk_free(offs);
         return st;

@@ -234,6 +234,7 @@ dk__image_plan *dk__image_plan_add(dk__image_plans *ps, int id)
     dk__image_plan *p = dk__image_plan_find(ps, id);
     if (p) {
         dk_free(p->path);
+        dk_free(p->data);
     } else {
         if (ps->n == ps->cap) {
             int cap = ps->cap ? ps->cap * 2 : 8;
@@ -260,7 +261,10 @@ dk__image_plan *dk__image_plan_add(dk__image_plans *ps, int id)
 
 void dk__image_plans_clear(dk__image_plans *ps)
 {
-    for (int i = 0; i < ps->n; i++) dk_free(ps->p[i].path);
+    for (int i = 0; i < ps->n; i++) {
+        dk_free(ps->p[i].path);
+        dk_free(ps->p[i].data);
+    }
     ps->n = 0;
 }
 

@@ -632,27 +632,20 @@ static int is_jpeg(const uint8_t *d, size_t n)
     return n >= 3 && d[0] == 0xff && d[1] == 0xd8 && d[2] == 0xff;
 }
 
-/* Width and height of a JPEG or PNG file from its first bytes (the whole
- * file when the header does not fit in them). Errors name the file. */
-static int image_file_size(const char *path, dk_jpeg **jp, int *w, int *h)
+/* Width and height of a JPEG or PNG file. A JPEG is read whole and its bytes
+ * handed to the caller (*keep, for the fused pass, which then reads nothing);
+ * for a PNG only the header is read. Errors name the file. */
+static int image_file_size(const char *path, dk_jpeg **jp, int *w, int *h, uint8_t **keep,
+                           size_t *keep_n)
 {
     enum { HEAD = 64 * 1024 };
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return dk__error(errno == ENOENT || errno == ENOTDIR ? DK_ENOENT : DK_EIO, __func__,
-                         "%s: %s", path, strerror(errno));
-    uint8_t *buf = dk_malloc(HEAD);
-    if (!buf) {
-        fclose(f);
-        return dk__error(DK_ENOMEM, __func__, "out of memory");
-    }
-    size_t n = fread(buf, 1, HEAD, f);
-    int rerr = ferror(f);
-    fclose(f);
-    int st = DK_OK;
-    if (rerr) {
-        st = dk__error(DK_EIO, __func__, "%s: read error", path);
-    } else if (is_png(buf, n)) {
+    *keep = NULL;
+    *keep_n = 0;
+    uint8_t *buf;
+    size_t n;
+    int st = dk_file_read(path, &buf, &n);
+    if (st) return st;
+    if (is_png(buf, n)) {
         if (n < 24 || memcmp(buf + 12, "IHDR", 4))
             st = dk__error(DK_EINVALIDDATA, __func__, "%s: PNG without an IHDR chunk", path);
         else {
@@ -666,28 +659,22 @@ static int image_file_size(const char *path, dk_jpeg **jp, int *w, int *h)
         if (!*jp) st = dk_jpeg_create(jp);
         dk_jpeg_info info;
         if (!st) st = dk_jpeg_info_get(*jp, buf, n, &info);
-        if (st && n == HEAD && *jp) {
-            /* The header runs past the first bytes: read everything. */
-            uint8_t *all;
-            size_t na;
-            st = dk_file_read(path, &all, &na);
-            if (!st) {
-                st = dk_jpeg_info_get(*jp, all, na, &info);
-                dk_free(all);
-            }
-        }
         if (!st) {
             *w = info.width;
             *h = info.height;
+            *keep = buf;
+            *keep_n = n;
+            buf = NULL;
         } else if (st != DK_ENOMEM && st != DK_ENOENT && st != DK_EIO) {
             char m[DK_ERRMSG_MAX];
             inner_msg(m, sizeof m, path);
             st = dk__error(DK_EINVALIDDATA, __func__, "%s: %s", path, m);
         }
     } else {
-        st = dk__error(n == 0 ? DK_EINVALIDDATA : DK_EINVALIDDATA, __func__,
-                       "%s: not a JPEG or PNG file%s", path, n == 0 ? " (empty)" : "");
+        st = dk__error(DK_EINVALIDDATA, __func__, "%s: not a JPEG or PNG file%s", path,
+                       n == 0 ? " (empty)" : "");
     }
+    (void)HEAD;
     dk_free(buf);
     return st;
 }
@@ -742,6 +729,8 @@ static int dec_run(const dk_step *s, const void *binding, dk_sample *x, dk__step
             break;
         }
         int w = 0, h = 0;
+        uint8_t *bytes = NULL;
+        size_t n_bytes = 0;
         if (use_video) {
             dk_video *v = NULL;
             dk_video_info vi;
@@ -765,7 +754,7 @@ static int dec_run(const dk_step *s, const void *binding, dk_sample *x, dk__step
             w = vi.width;
             h = vi.height;
         } else {
-            st = image_file_size(path, &jp, &w, &h);
+            st = image_file_size(path, &jp, &w, &h, &bytes, &n_bytes);
             if (st) {
                 char m[DK_ERRMSG_MAX];
                 inner_msg(m, sizeof m, path);
@@ -777,12 +766,16 @@ static int dec_run(const dk_step *s, const void *binding, dk_sample *x, dk__step
         char *pc = p ? dk_strdup(path) : NULL;
         if (!p || !pc) {
             dk_free(pc);
+            dk_free(bytes);
             st = dk__error(DK_ENOMEM, "run", "out of memory");
             break;
         }
         plan_defaults(p, it->image_id);
         p->src = use_video ? DK__IMG_VIDEO_FRAME : DK__IMG_JPEG_FILE;
         p->path = pc;
+        p->data = bytes;
+        p->data_size = n_bytes;
+        bytes = NULL;
         p->frame = use_video ? frame : -1;
         p->src_w = w;
         p->src_h = h;
@@ -2253,7 +2246,14 @@ static int materialize_one(dk__image_plan *p, dk_sample *x, const dk_group *fmt,
     char m[DK_ERRMSG_MAX];
     switch (p->src) {
     case DK__IMG_JPEG_FILE: {
-        st = dk_file_read(p->path, &file, &file_n);
+        if (p->data) {
+            /* Read by the decode step: take the bytes over. */
+            file = p->data;
+            file_n = p->data_size;
+            p->data = NULL;
+        } else {
+            st = dk_file_read(p->path, &file, &file_n);
+        }
         if (st) {
             inner_msg(m, sizeof m, p->path);
             return mat_error(st, field, p->path, -1, what, m);
