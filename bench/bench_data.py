@@ -19,8 +19,11 @@ boxes updated):
   4. bare decode of the six JPEGs at full size (drivekit.image.read, one
      thread): what a pipeline that decodes everything at full resolution
      pays before any augmentation.
-Ratios > 1 mean drivekit is faster. Targets: >= 8x the Python reference at
-one thread; near-linear scaling to 2 threads.
+Every row is the best of three timed runs (the same for every peer), except
+the video rows, timed once over the rest of the first epoch: later passes
+over this small dataset would hit the videos' decoded-frame caches. Ratios
+> 1 mean drivekit is faster. Targets: >= 8x the Python reference at one
+thread; near-linear scaling to 2 threads.
 
     PYTHONPATH=build/python /usr/bin/python3 bench/bench_data.py [--samples N]
         [--batch B] [--seconds S] [--keep DIR]
@@ -61,6 +64,9 @@ def make_dataset(folder, seconds):
     print(f"dataset: generated {seconds} s of drive in {time.time() - t0:.1f} s")
 
 
+REPEATS = 3   # every row: the best of this many timed runs (the machine is shared)
+
+
 def run_loader(root, n_samples, batch, threads, source):
     loader = Loader.from_nuscenes(root, preset="streampetr", batch_size=batch, threads=threads,
                                   seed=0, source=source, output="numpy")
@@ -75,32 +81,49 @@ def run_loader(root, n_samples, batch, threads, source):
         return b
 
     next_batch()   # warm-up: opens files and videos, faults memory in
-    done = 0
-    t0 = time.perf_counter()
-    while done < n_samples:
-        b = next_batch()
-        done += len(b["sample_idx"])
-        assert b["img"].shape[1:] == (6, 3, 256, 704)
-    return done / (time.perf_counter() - t0), loader.stats()
+    if source == "video":
+        # Cold only: the rest of the first epoch. Later passes over this small
+        # dataset would be served from the videos' decoded-frame caches.
+        done = 0
+        t0 = time.perf_counter()
+        for b in it:
+            done += len(b["sample_idx"])
+        return done / (time.perf_counter() - t0), loader.stats()
+    best = 0.0
+    for _ in range(REPEATS):
+        done = 0
+        t0 = time.perf_counter()
+        while done < n_samples:
+            b = next_batch()
+            done += len(b["sample_idx"])
+            assert b["img"].shape[1:] == (6, 3, 256, 704)
+        best = max(best, done / (time.perf_counter() - t0))
+    return best, loader.stats()
 
 
 def run_reference(infos, n_samples):
     pipe = ref.StreamPETRReference()
     rng = np.random.default_rng(0)
     pipe(infos[0], rng)    # warm-up
-    t0 = time.perf_counter()
-    for i in range(n_samples):
-        out = pipe(infos[i % len(infos)], rng)
-        assert out["img"].shape == (6, 3, 256, 704)
-    return n_samples / (time.perf_counter() - t0)
+    best = 0.0
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        for i in range(n_samples):
+            out = pipe(infos[i % len(infos)], rng)
+            assert out["img"].shape == (6, 3, 256, 704)
+        best = max(best, n_samples / (time.perf_counter() - t0))
+    return best
 
 
 def run_bare_decode(infos, n_samples):
-    t0 = time.perf_counter()
-    for i in range(n_samples):
-        for cam in ref.CAMS:
-            dkimage.read(infos[i % len(infos)]["cams"][cam]["data_path"])
-    return n_samples / (time.perf_counter() - t0)
+    best = 0.0
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        for i in range(n_samples):
+            for cam in ref.CAMS:
+                dkimage.read(infos[i % len(infos)]["cams"][cam]["data_path"])
+        best = max(best, n_samples / (time.perf_counter() - t0))
+    return best
 
 
 def main():

@@ -370,6 +370,13 @@ typedef struct dk_sample {
                               dtype invalid) where unset or not a leaf */
     int64_t index;         /* dataset index of the sample */
     int epoch;
+    /* Optional destinations by field id (NULL: none; n_dest entries): a step
+       that makes a value of exactly dest[id]'s dtype and shape may write it
+       there and set values[id] to that view instead of allocating. The
+       loader uses this to assemble batches in place. Owned by the caller;
+       dk_sample_init clears it, dk_sample_free leaves it alone. */
+    const dk_tensor *dest;
+    int n_dest;
 } dk_sample;
 
 /** Allocates n empty values. DK_EINVAL, DK_ENOMEM. */

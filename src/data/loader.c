@@ -35,7 +35,16 @@ struct flight {
     char (*err)[ERR_MAX];
     task *tasks;
     dk_pool_group grp;
+    /* In-place assembly (see plan_in_place): the batch buffer chosen when the
+       batch was queued, each group's planned offset (NO_OFFSET: not planned)
+       and the samples' destinations (batch_size x dest_n views). */
+    dk_buffer *pre;
+    size_t *pre_off;
+    size_t pre_uniform_end;
+    dk_tensor *dest;
 };
+
+#define NO_OFFSET ((size_t)-1)
 
 /* Leaves collated together: the same path up to array indices. */
 typedef struct cgroup {
@@ -46,6 +55,11 @@ typedef struct cgroup {
     int under_array;
     int n_el;
     int *ids;   /* n_el leaf ids, in element order */
+    /* Learnt from the last batch: every value had this shape (tensors only). */
+    int known;
+    int each_ndim;
+    int64_t each_shape[DK_MAX_DIMS];
+    size_t each_bytes;
 } cgroup;
 
 struct dk_loader {
@@ -60,6 +74,8 @@ struct dk_loader {
     int64_t collate_ns, wait_ns, batches, samples, skipped;
     char last_skipped[ERR_MAX];
     dk_buffer *spare[4];      /* batch buffers kept for reuse (see batch_buffer) */
+    int dest_n;               /* id limit of the pipeline's output format */
+    size_t other_bytes;       /* bytes of the last batch outside the planned groups */
     int plan_steps;           /* pipeline steps when the collation plan was made */
     int deferred;             /* an error to report on the next call */
     char deferred_msg[ERR_MAX];
@@ -172,6 +188,9 @@ static void flight_free(flight *f, int batch)
     dk_free(f->what);
     dk_free(f->err);
     dk_free(f->tasks);
+    dk_free(f->pre_off);
+    dk_free(f->dest);
+    dk_buffer_unref(f->pre);
     memset(f, 0, sizeof *f);
 }
 
@@ -194,6 +213,7 @@ int dk_loader_create(const dk_loader_config *cfg, dk_loader **out)
     atomic_init(&l->read_ns, 0);
     atomic_init(&l->pipe_ns, 0);
     l->plan_steps = dk_pipeline_num_steps(cfg->pipeline);
+    l->dest_n = dk_group_id_limit(dk_pipeline_format(cfg->pipeline));
     int st = build_plan(l);
     l->ring = st ? NULL : dk_calloc((size_t)l->depth, sizeof *l->ring);
     if (!st && !l->ring) st = dk__error(DK_ENOMEM, __func__, "out of memory");
@@ -206,7 +226,10 @@ int dk_loader_create(const dk_loader_config *cfg, dk_loader **out)
         f->what = dk_calloc(b, sizeof *f->what);
         f->err = dk_calloc(b, sizeof *f->err);
         f->tasks = dk_calloc(b, sizeof *f->tasks);
-        if (!f->idx || !f->xs || !f->status || !f->what || !f->err || !f->tasks)
+        f->pre_off = dk_calloc((size_t)(l->n_groups ? l->n_groups : 1), sizeof *f->pre_off);
+        f->dest = dk_calloc(b * (size_t)(l->dest_n ? l->dest_n : 1), sizeof *f->dest);
+        if (!f->idx || !f->xs || !f->status || !f->what || !f->err || !f->tasks ||
+            !f->pre_off || !f->dest)
             st = dk__error(DK_ENOMEM, __func__, "out of memory");
     }
     if (st) {
@@ -223,6 +246,8 @@ static void drain(dk_loader *l)
         flight *f = &l->ring[(l->head + i) % l->depth];
         if (f->used && !f->eof) dk_pool_group_wait(l->cfg.pool, &f->grp);
         for (int k = 0; k < f->n; k++) dk_sample_free(&f->xs[k]);
+        dk_buffer_unref(f->pre);
+        f->pre = NULL;
         f->used = 0;
     }
     l->count = 0;
@@ -260,11 +285,62 @@ static void run_sample(void *arg)
     if (!st) {
         x->index = f->idx[k];
         x->epoch = f->epoch;
+        if (f->pre) {
+            x->dest = f->dest + (size_t)k * (size_t)l->dest_n;
+            x->n_dest = l->dest_n;
+        }
         st = dk_pipeline_run(l->cfg.pipeline, x, f->what[k][0] ? f->what[k] : NULL);
         atomic_fetch_add(&l->pipe_ns, now_ns() - t1);
     }
     f->status[k] = st;
     if (st) snprintf(f->err[k], ERR_MAX, "%s", dk_errmsg());
+}
+
+static size_t align_up(size_t v);
+static int batch_buffer(dk_loader *l, size_t size, dk_buffer **out);
+
+/* In-place assembly: groups whose values all had one shape in the last batch
+ * get their place in this batch's buffer now, and each sample a destination
+ * view for those leaves, so that steps able to write into caller memory (the
+ * fused image pass) produce the value where the batch wants it and
+ * collation copies nothing. Anything unplanned or changed falls back to
+ * copying. */
+static void plan_in_place(dk_loader *l, flight *f)
+{
+    dk_buffer_unref(f->pre);
+    f->pre = NULL;
+    memset(f->dest, 0, (size_t)l->batch_size * (size_t)l->dest_n * sizeof *f->dest);
+    size_t at = 0;
+    int any = 0;
+    for (int gi = 0; gi < l->n_groups; gi++) {
+        const cgroup *g = &l->groups[gi];
+        f->pre_off[gi] = NO_OFFSET;
+        if (!g->known) continue;
+        f->pre_off[gi] = at;
+        at = align_up(at + (size_t)f->n * (size_t)g->n_el * g->each_bytes);
+        any = 1;
+    }
+    if (!any) return;
+    f->pre_uniform_end = at;
+    size_t cap = at + 2 * l->other_bytes + 65536;
+    if (batch_buffer(l, cap, &f->pre)) {
+        dk_errmsg_clear();
+        f->pre = NULL;
+        return;
+    }
+    uint8_t *base = dk_buffer_data(f->pre);
+    for (int gi = 0; gi < l->n_groups; gi++) {
+        const cgroup *g = &l->groups[gi];
+        if (f->pre_off[gi] == NO_OFFSET) continue;
+        for (int k = 0; k < f->n; k++)
+            for (int e = 0; e < g->n_el; e++) {
+                dk_tensor *d = &f->dest[(size_t)k * (size_t)l->dest_n + (size_t)g->ids[e]];
+                uint8_t *p = base + f->pre_off[gi] + ((size_t)k * (size_t)g->n_el + (size_t)e) *
+                                                         g->each_bytes;
+                if (dk_tensor_view(d, p, g->dtype, g->each_ndim, g->each_shape))
+                    memset(d, 0, sizeof *d);
+            }
+    }
 }
 
 /* Queues batches until `depth` are in flight or an epoch end is queued. */
@@ -292,6 +368,7 @@ static int fill(dk_loader *l)
         f->eof = 0;
         f->n = n;
         f->epoch = epoch;
+        plan_in_place(l, f);
         for (int k = 0; k < n; k++) {
             f->status[k] = DK_OK;
             f->tasks[k] = (task){l, f, k};
@@ -365,16 +442,16 @@ static int batch_buffer(dk_loader *l, size_t size, dk_buffer **out)
 static int collate(dk_loader *l, flight *f, const int *keep, int n, dk_batch *b)
 {
     const dk_group *fmt = dk_pipeline_format(l->cfg.pipeline);
-    b->fields = dk_calloc((size_t)(l->n_groups ? l->n_groups : 1), sizeof *b->fields);
-    size_t *offs = dk_calloc((size_t)(l->n_groups ? l->n_groups : 1) * 2, sizeof *offs);
+    int ng = l->n_groups;
+    b->fields = dk_calloc((size_t)(ng ? ng : 1), sizeof *b->fields);
+    size_t *offs = dk_calloc((size_t)(ng ? ng : 1) * 2, sizeof *offs);
     if (!b->fields || !offs) {
         dk_free(offs);
         return dk__error(DK_ENOMEM, "dk_loader_next", "out of memory");
     }
-    b->n_fields = l->n_groups;
-    size_t total = 0;
-    /* Pass 1: shapes and offsets. */
-    for (int gi = 0; gi < l->n_groups; gi++) {
+    b->n_fields = ng;
+    /* Pass 1: shapes. */
+    for (int gi = 0; gi < ng; gi++) {
         const cgroup *g = &l->groups[gi];
         dk_batch_field *bf = &b->fields[gi];
         snprintf(bf->name, sizeof bf->name, "%s", g->name);
@@ -388,7 +465,6 @@ static int collate(dk_loader *l, flight *f, const int *keep, int n, dk_batch *b)
                 if (!shapes_equal(t, first, 0)) uniform = 0;
                 if (t->ndim >= 1) rows += t->shape[0];
             }
-        size_t es = dk_dtype_size(g->dtype);
         if (g->kind == DK_FIELD_STRING) uniform = 0;   /* strings are always ragged */
         if (uniform) {
             int nd = 0;
@@ -425,21 +501,70 @@ static int collate(dk_loader *l, flight *f, const int *keep, int n, dk_batch *b)
             bf->sizes.dtype = DK_I64;
         }
         bf->data.dtype = g->dtype;
-        offs[2 * gi] = total;
+    }
+    /* Layout: in the buffer planned when the batch was queued if every planned
+       group kept its shape and the rest fits after them, else a new one. */
+    int in_place = f->pre != NULL;
+    for (int gi = 0; gi < ng && in_place; gi++) {
+        const cgroup *g = &l->groups[gi];
+        const dk_batch_field *bf = &b->fields[gi];
+        if (f->pre_off[gi] == NO_OFFSET) continue;
+        int nd0 = 1 + g->under_array;
+        if (bf->ragged || bf->data.ndim != nd0 + g->each_ndim) {
+            in_place = 0;
+            break;
+        }
+        for (int d = 0; d < g->each_ndim; d++)
+            if (bf->data.shape[nd0 + d] != g->each_shape[d]) in_place = 0;
+    }
+    size_t total = in_place ? f->pre_uniform_end : 0;
+    for (int gi = 0; gi < ng; gi++) {
+        const cgroup *g = &l->groups[gi];
+        const dk_batch_field *bf = &b->fields[gi];
+        if (in_place && f->pre_off[gi] != NO_OFFSET) {
+            offs[2 * gi] = f->pre_off[gi];
+            continue;
+        }
         int64_t numel = 1;
         for (int d = 0; d < bf->data.ndim; d++) numel *= bf->data.shape[d];
-        total = align_up(total + (size_t)numel * es);
+        offs[2 * gi] = total;
+        total = align_up(total + (size_t)numel * dk_dtype_size(g->dtype));
         offs[2 * gi + 1] = total;
         if (bf->ragged) total = align_up(total + (size_t)n * (size_t)g->n_el * sizeof(int64_t));
     }
-    int st = batch_buffer(l, total ? total : 1, &b->buffer);
-    if (st) {
-        dk_free(offs);
-        return st;
+    if (in_place && total > dk_buffer_size(f->pre)) in_place = 0;
+    int st;
+    if (in_place) {
+        b->buffer = f->pre;
+        f->pre = NULL;
+    } else {
+        if (f->pre) {
+            /* Lay everything out afresh. */
+            total = 0;
+            for (int gi = 0; gi < ng; gi++) {
+                const cgroup *g = &l->groups[gi];
+                const dk_batch_field *bf = &b->fields[gi];
+                int64_t numel = 1;
+                for (int d = 0; d < bf->data.ndim; d++) numel *= bf->data.shape[d];
+                offs[2 * gi] = total;
+                total = align_up(total + (size_t)numel * dk_dtype_size(g->dtype));
+                offs[2 * gi + 1] = total;
+                if (bf->ragged)
+                    total = align_up(total + (size_t)n * (size_t)g->n_el * sizeof(int64_t));
+            }
+        }
+        st = batch_buffer(l, total ? total : 1, &b->buffer);
+        if (st) {
+            dk_free(offs);
+            return st;
+        }
     }
     uint8_t *base = dk_buffer_data(b->buffer);
-    /* Pass 2: copies. */
-    for (int gi = 0; gi < l->n_groups; gi++) {
+    /* Pass 2: copies, skipping values already in place. Values only move to
+       lower addresses (a skipped sample shifts the later ones down), so going
+       forward never overwrites a value still to be moved. */
+    size_t other = 0;
+    for (int gi = 0; gi < ng; gi++) {
         const cgroup *g = &l->groups[gi];
         dk_batch_field *bf = &b->fields[gi];
         size_t es = dk_dtype_size(g->dtype);
@@ -448,10 +573,17 @@ static int collate(dk_loader *l, flight *f, const int *keep, int n, dk_batch *b)
         for (int s = 0; s < n; s++)
             for (int e = 0; e < g->n_el; e++) {
                 const dk_tensor *t = &f->xs[keep[s]].values[g->ids[e]];
-                copy_c_order(dst, t);
-                dst += (size_t)dk_tensor_numel(t) * es;
+                size_t nb = (size_t)dk_tensor_numel(t) * es;
+                if (t->data != (void *)dst) {
+                    if (dk_tensor_is_contiguous(t))
+                        memmove(dst, t->data, nb);
+                    else
+                        copy_c_order(dst, t);
+                }
+                dst += nb;
                 if (sizes) sizes[s * g->n_el + e] = t->shape[0];
             }
+        if (!(in_place && f->pre_off[gi] != NO_OFFSET)) other += (size_t)(dst - (base + offs[2 * gi]));
         bf->data.data = base + offs[2 * gi];
         int64_t stride = 1;
         for (int d = bf->data.ndim - 1; d >= 0; d--) {
@@ -466,6 +598,23 @@ static int collate(dk_loader *l, flight *f, const int *keep, int n, dk_batch *b)
             bf->sizes.owner = dk_buffer_ref(b->buffer);
         }
     }
+    dk_buffer_unref(f->pre);
+    f->pre = NULL;
+    /* What the next batches can plan: the uniform tensor groups' shapes. */
+    for (int gi = 0; gi < ng; gi++) {
+        cgroup *g = &l->groups[gi];
+        const dk_batch_field *bf = &b->fields[gi];
+        int nd0 = 1 + g->under_array;
+        g->known = !bf->ragged && g->kind == DK_FIELD_TENSOR && bf->data.ndim >= nd0;
+        if (!g->known) continue;
+        g->each_ndim = bf->data.ndim - nd0;
+        g->each_bytes = dk_dtype_size(g->dtype);
+        for (int d = 0; d < g->each_ndim; d++) {
+            g->each_shape[d] = bf->data.shape[nd0 + d];
+            g->each_bytes *= (size_t)g->each_shape[d];
+        }
+    }
+    l->other_bytes = other;
     dk_free(offs);
     return DK_OK;
 }

@@ -2411,6 +2411,21 @@ static int materialize_one(dk__image_plan *p, dk_sample *x, const dk_group *fmt,
             shape[1] = pw;
             shape[2] = 3;
         }
+        /* Into the caller's destination when it has exactly this shape. */
+        const dk_tensor *d = x->dest && p->id < x->n_dest ? &x->dest[p->id] : NULL;
+        if (d && d->data && d->dtype == p->dtype && d->ndim == 3 && d->shape[0] == shape[0] &&
+            d->shape[1] == shape[1] && d->shape[2] == shape[2] && dk_tensor_is_contiguous(d)) {
+            out = dk_tensor_share(d);
+            st = fused_pass(p, A, &s, out.data, pw, ph);
+            if (st)
+                dk_tensor_release(&out);
+            else
+                st = dk_sample_set(x, p->id, &out);
+            dk_tensor_release(&dec);
+            dk_free(file);
+            dk_free(frame_buf);
+            return st;
+        }
         size_t bytes = (size_t)pw * (size_t)ph * 3 * dk_dtype_size(p->dtype);
         dk_buffer *buf = NULL;
         st = dk_buffer_alloc(bytes, 0, &buf);
