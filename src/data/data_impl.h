@@ -25,6 +25,14 @@ typedef struct dk__step_ctx {
 typedef struct dk__video_cache dk__video_cache;
 int dk__video_cache_get(dk__video_cache *vc, const char *path, dk_video **out);
 
+/* Scratch blocks recycled by a pipeline's runs (file bytes, decoded
+ * windows): get returns a block of at least `size` bytes (NULL when out of
+ * memory), put gives it back for reuse (or frees it; vc may be NULL: then
+ * get allocates and put frees). Large blocks freed and allocated per image
+ * would otherwise fault fresh pages in every time. Thread-safe. */
+void *dk__scratch_get(dk__video_cache *vc, size_t size);
+void dk__scratch_put(dk__video_cache *vc, void *p);
+
 /* A step kind. bind() resolves the step's fields in the subtree `root` of
  * `fmt` (which it may edit: add or remove fields) and returns a binding (any
  * state run() needs: field ids, ...), or an error naming the field (the
@@ -69,7 +77,7 @@ typedef struct dk__image_plan {
     dk__image_source src;
     char *path;            /* dk_malloc'd, JPEG_FILE / VIDEO_FRAME */
     uint8_t *data;         /* JPEG_FILE: the file's bytes when the decode step
-                              read them already (dk_malloc'd), else NULL */
+                              read them already (a dk__scratch_get block), else NULL */
     size_t data_size;
     int64_t frame;         /* VIDEO_FRAME */
     int src_w, src_h;      /* full-resolution source size, pixels */

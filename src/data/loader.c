@@ -6,6 +6,7 @@
 
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -322,7 +323,10 @@ static void plan_in_place(dk_loader *l, flight *f)
     }
     if (!any) return;
     f->pre_uniform_end = at;
+    /* Rounded up so that batches whose variable parts differ a little still
+       reuse one buffer (batch_buffer). */
     size_t cap = at + 2 * l->other_bytes + 65536;
+    cap = (cap + ((size_t)1 << 20) - 1) >> 20 << 20;
     if (batch_buffer(l, cap, &f->pre)) {
         dk_errmsg_clear();
         f->pre = NULL;
@@ -426,7 +430,7 @@ static int batch_buffer(dk_loader *l, size_t size, dk_buffer **out)
             continue;
         }
         if (dk_buffer_refcount(b) != 1) continue;
-        if (dk_buffer_size(b) >= size && dk_buffer_size(b) <= 2 * size) {
+        if (dk_buffer_size(b) >= size && dk_buffer_size(b) <= 2 * size + ((size_t)1 << 20)) {
             *out = dk_buffer_ref(b);
             return DK_OK;
         }
@@ -553,7 +557,9 @@ static int collate(dk_loader *l, flight *f, const int *keep, int n, dk_batch *b)
                     total = align_up(total + (size_t)n * (size_t)g->n_el * sizeof(int64_t));
             }
         }
-        st = batch_buffer(l, total ? total : 1, &b->buffer);
+        /* Rounded like the planned buffers, so that either can be reused. */
+        size_t want = (total + ((size_t)1 << 20) - 1) >> 20 << 20;
+        st = batch_buffer(l, want ? want : 1, &b->buffer);
         if (st) {
             dk_free(offs);
             return st;
@@ -563,7 +569,6 @@ static int collate(dk_loader *l, flight *f, const int *keep, int n, dk_batch *b)
     /* Pass 2: copies, skipping values already in place. Values only move to
        lower addresses (a skipped sample shifts the later ones down), so going
        forward never overwrites a value still to be moved. */
-    size_t other = 0;
     for (int gi = 0; gi < ng; gi++) {
         const cgroup *g = &l->groups[gi];
         dk_batch_field *bf = &b->fields[gi];
@@ -583,7 +588,6 @@ static int collate(dk_loader *l, flight *f, const int *keep, int n, dk_batch *b)
                 dst += nb;
                 if (sizes) sizes[s * g->n_el + e] = t->shape[0];
             }
-        if (!(in_place && f->pre_off[gi] != NO_OFFSET)) other += (size_t)(dst - (base + offs[2 * gi]));
         bf->data.data = base + offs[2 * gi];
         int64_t stride = 1;
         for (int d = bf->data.ndim - 1; d >= 0; d--) {
@@ -600,13 +604,19 @@ static int collate(dk_loader *l, flight *f, const int *keep, int n, dk_batch *b)
     }
     dk_buffer_unref(f->pre);
     f->pre = NULL;
-    /* What the next batches can plan: the uniform tensor groups' shapes. */
+    /* What the next batches can plan: the uniform tensor groups' shapes; and
+       how much the others took. */
+    size_t other = 0;
     for (int gi = 0; gi < ng; gi++) {
         cgroup *g = &l->groups[gi];
         const dk_batch_field *bf = &b->fields[gi];
         int nd0 = 1 + g->under_array;
         g->known = !bf->ragged && g->kind == DK_FIELD_TENSOR && bf->data.ndim >= nd0;
-        if (!g->known) continue;
+        if (!g->known) {
+            other += dk_tensor_nbytes(&bf->data) + 2 * ALIGN +
+                     (bf->ragged ? (size_t)n * (size_t)g->n_el * sizeof(int64_t) : 0);
+            continue;
+        }
         g->each_ndim = bf->data.ndim - nd0;
         g->each_bytes = dk_dtype_size(g->dtype);
         for (int d = 0; d < g->each_ndim; d++) {

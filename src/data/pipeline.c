@@ -234,7 +234,7 @@ dk__image_plan *dk__image_plan_add(dk__image_plans *ps, int id)
     dk__image_plan *p = dk__image_plan_find(ps, id);
     if (p) {
         dk_free(p->path);
-        dk_free(p->data);
+        dk__scratch_put(NULL, p->data);
     } else {
         if (ps->n == ps->cap) {
             int cap = ps->cap ? ps->cap * 2 : 8;
@@ -263,7 +263,7 @@ void dk__image_plans_clear(dk__image_plans *ps)
 {
     for (int i = 0; i < ps->n; i++) {
         dk_free(ps->p[i].path);
-        dk_free(ps->p[i].data);
+        dk__scratch_put(NULL, ps->p[i].data);
     }
     ps->n = 0;
 }
@@ -278,12 +278,75 @@ static void plans_free(dk__image_plans *ps)
 /* ------------------------------------------------------------------------ */
 /* Video cache                                                               */
 
+#define SCRATCH_SLOTS 32
+#define SCRATCH_HEAD 64   /* block header: its capacity; keeps the data aligned */
+
 struct dk__video_cache {
     pthread_mutex_t mu;
     int n, cap;
     char **paths;
     dk_video **videos;
+    int n_scratch;
+    void *scratch[SCRATCH_SLOTS];   /* blocks (header included) */
 };
+
+static size_t scratch_cap(void *block)
+{
+    return *(size_t *)block;
+}
+
+void *dk__scratch_get(dk__video_cache *vc, size_t size)
+{
+    if (vc) {
+        pthread_mutex_lock(&vc->mu);
+        int best = -1;
+        for (int i = 0; i < vc->n_scratch; i++) {
+            size_t c = scratch_cap(vc->scratch[i]);
+            if (c >= size && c <= 8 * size + 65536 &&
+                (best < 0 || c < scratch_cap(vc->scratch[best])))
+                best = i;
+        }
+        void *block = NULL;
+        if (best >= 0) {
+            block = vc->scratch[best];
+            vc->scratch[best] = vc->scratch[--vc->n_scratch];
+        }
+        pthread_mutex_unlock(&vc->mu);
+        if (block) return (uint8_t *)block + SCRATCH_HEAD;
+    }
+    /* Rounded up so that similar sizes share blocks. */
+    size_t cap = (size + 65535) / 65536 * 65536;
+    if (cap < size || cap > SIZE_MAX - SCRATCH_HEAD) return NULL;
+    void *block = dk_malloc(cap + SCRATCH_HEAD);
+    if (!block) return NULL;
+    *(size_t *)block = cap;
+    return (uint8_t *)block + SCRATCH_HEAD;
+}
+
+void dk__scratch_put(dk__video_cache *vc, void *p)
+{
+    if (!p) return;
+    void *block = (uint8_t *)p - SCRATCH_HEAD;
+    if (vc) {
+        pthread_mutex_lock(&vc->mu);
+        if (vc->n_scratch < SCRATCH_SLOTS) {
+            vc->scratch[vc->n_scratch++] = block;
+            block = NULL;
+        } else {
+            /* Keep the larger blocks. */
+            int small = 0;
+            for (int i = 1; i < vc->n_scratch; i++)
+                if (scratch_cap(vc->scratch[i]) < scratch_cap(vc->scratch[small])) small = i;
+            if (scratch_cap(vc->scratch[small]) < scratch_cap(block)) {
+                void *t = vc->scratch[small];
+                vc->scratch[small] = block;
+                block = t;
+            }
+        }
+        pthread_mutex_unlock(&vc->mu);
+    }
+    dk_free(block);
+}
 
 static int vcache_create(dk__video_cache **out)
 {
@@ -306,6 +369,7 @@ static void vcache_destroy(dk__video_cache *vc)
     }
     dk_free(vc->paths);
     dk_free(vc->videos);
+    for (int i = 0; i < vc->n_scratch; i++) dk_free(vc->scratch[i]);
     pthread_mutex_destroy(&vc->mu);
     dk_free(vc);
 }

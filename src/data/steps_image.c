@@ -12,6 +12,7 @@
 #include <setjmp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <jerror.h>
 #include <jpeglib.h>
@@ -635,15 +636,46 @@ static int is_jpeg(const uint8_t *d, size_t n)
 /* Width and height of a JPEG or PNG file. A JPEG is read whole and its bytes
  * handed to the caller (*keep, for the fused pass, which then reads nothing);
  * for a PNG only the header is read. Errors name the file. */
-static int image_file_size(const char *path, dk_jpeg **jp, int *w, int *h, uint8_t **keep,
-                           size_t *keep_n)
+/* Reads a whole file into a scratch block. Errors name the path. */
+static int read_scratch(dk__video_cache *vc, const char *path, uint8_t **out, size_t *n_out)
 {
-    enum { HEAD = 64 * 1024 };
+    *out = NULL;
+    *n_out = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return dk__error(errno == ENOENT || errno == ENOTDIR ? DK_ENOENT : DK_EIO, __func__,
+                         "%s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) || sb.st_size < 0) {
+        fclose(f);
+        return dk__error(DK_EIO, __func__, "%s: cannot stat the file", path);
+    }
+    size_t n = (size_t)sb.st_size;
+    uint8_t *buf = dk__scratch_get(vc, n ? n : 1);
+    if (!buf) {
+        fclose(f);
+        return dk__error(DK_ENOMEM, __func__, "%s: out of memory for %zu bytes", path, n);
+    }
+    size_t got = n ? fread(buf, 1, n, f) : 0;
+    int bad = got != n || ferror(f);
+    fclose(f);
+    if (bad) {
+        dk__scratch_put(vc, buf);
+        return dk__error(DK_EIO, __func__, "%s: read error", path);
+    }
+    *out = buf;
+    *n_out = n;
+    return DK_OK;
+}
+
+static int image_file_size(dk__video_cache *vc, const char *path, dk_jpeg **jp, int *w, int *h,
+                           uint8_t **keep, size_t *keep_n)
+{
     *keep = NULL;
     *keep_n = 0;
     uint8_t *buf;
     size_t n;
-    int st = dk_file_read(path, &buf, &n);
+    int st = read_scratch(vc, path, &buf, &n);
     if (st) return st;
     if (is_png(buf, n)) {
         if (n < 24 || memcmp(buf + 12, "IHDR", 4))
@@ -674,8 +706,7 @@ static int image_file_size(const char *path, dk_jpeg **jp, int *w, int *h, uint8
         st = dk__error(DK_EINVALIDDATA, __func__, "%s: not a JPEG or PNG file%s", path,
                        n == 0 ? " (empty)" : "");
     }
-    (void)HEAD;
-    dk_free(buf);
+    dk__scratch_put(vc, buf);
     return st;
 }
 
@@ -754,7 +785,7 @@ static int dec_run(const dk_step *s, const void *binding, dk_sample *x, dk__step
             w = vi.width;
             h = vi.height;
         } else {
-            st = image_file_size(path, &jp, &w, &h, &bytes, &n_bytes);
+            st = image_file_size(ctx->videos, path, &jp, &w, &h, &bytes, &n_bytes);
             if (st) {
                 char m[DK_ERRMSG_MAX];
                 inner_msg(m, sizeof m, path);
@@ -766,7 +797,7 @@ static int dec_run(const dk_step *s, const void *binding, dk_sample *x, dk__step
         char *pc = p ? dk_strdup(path) : NULL;
         if (!p || !pc) {
             dk_free(pc);
-            dk_free(bytes);
+            dk__scratch_put(ctx->videos, bytes);
             st = dk__error(DK_ENOMEM, "run", "out of memory");
             break;
         }
@@ -2081,7 +2112,8 @@ typedef struct jwin {
     int n;                /* DCT scale n/8 */
     double rx0, ry0, rx1, ry1;   /* source region the warp reads, full-resolution
                                     continuous coordinates */
-    uint8_t *px;          /* dk_malloc'd RGB window */
+    uint8_t *px;          /* RGB window, a scratch block of pool */
+    dk__video_cache *pool;
     int w, h;             /* window size, decoded pixels */
     int x0, y0;           /* its offset in the decode at scale n/8 */
 } jwin;
@@ -2148,7 +2180,7 @@ static int jwin_decode(struct jpeg_decompress_struct *ci, jwin_err *e, jwin *jw)
     e->msg[0] = 0;
     if (setjmp(e->jb)) {
         jpeg_destroy_decompress(ci);
-        dk_free(jw->px);
+        dk__scratch_put(jw->pool, jw->px);
         jw->px = NULL;
         return e->status ? e->status : DK_EINVALIDDATA;
     }
@@ -2196,7 +2228,7 @@ static int jwin_decode(struct jpeg_decompress_struct *ci, jwin_err *e, jwin *jw)
     if (ci->output_components != 3 || w < 1 || (int)xoff + w > ow || h < 1)
         jwin_fail((j_common_ptr)ci, DK_EINTERNAL, "unexpected decoder state");
     size_t stride = (size_t)w * 3;
-    jw->px = dk_malloc(stride * (size_t)h);
+    jw->px = dk__scratch_get(jw->pool, stride * (size_t)h);
     if (!jw->px) jwin_fail((j_common_ptr)ci, DK_ENOMEM, "out of memory");
     while ((int)ci->output_scanline < yh + 1) {
         JSAMPROW rows[16];
@@ -2252,7 +2284,7 @@ static int materialize_one(dk__image_plan *p, dk_sample *x, const dk_group *fmt,
             file_n = p->data_size;
             p->data = NULL;
         } else {
-            st = dk_file_read(p->path, &file, &file_n);
+            st = read_scratch(videos, p->path, &file, &file_n);
         }
         if (st) {
             inner_msg(m, sizeof m, p->path);
@@ -2261,6 +2293,7 @@ static int materialize_one(dk__image_plan *p, dk_sample *x, const dk_group *fmt,
         if (is_jpeg(file, file_n)) {
             /* Nearest sampling must see the file's own pixels. */
             jwin jw = {0};
+            jw.pool = videos;
             jw.data = file;
             jw.size = file_n;
             jw.src_w = p->src_w;
@@ -2353,7 +2386,7 @@ static int materialize_one(dk__image_plan *p, dk_sample *x, const dk_group *fmt,
             fb != (size_t)vi.width * (size_t)vi.height * 3)
             return mat_error(DK_EINVALIDDATA, field, p->path, p->frame, what,
                              "frame size differs from the plan's");
-        frame_buf = dk_malloc(fb);
+        frame_buf = dk__scratch_get(videos, fb);
         if (!frame_buf) return dk__error(DK_ENOMEM, fn, "out of memory");
         int fst = DK_OK;
         st = dk_video_get_frames_into(v, NULL, &p->frame, 1, frame_buf, fb, &fst);
@@ -2381,7 +2414,7 @@ static int materialize_one(dk__image_plan *p, dk_sample *x, const dk_group *fmt,
             s.stride = (ptrdiff_t)t->strides[0];
         } else {
             /* A strided view: one compact copy. */
-            frame_buf = dk_malloc((size_t)p->src_w * (size_t)p->src_h * 3);
+            frame_buf = dk__scratch_get(videos, (size_t)p->src_w * (size_t)p->src_h * 3);
             if (!frame_buf) return dk__error(DK_ENOMEM, fn, "out of memory");
             for (int64_t y = 0; y < t->shape[0]; y++)
                 for (int64_t xx = 0; xx < t->shape[1]; xx++)
@@ -2422,8 +2455,8 @@ static int materialize_one(dk__image_plan *p, dk_sample *x, const dk_group *fmt,
             else
                 st = dk_sample_set(x, p->id, &out);
             dk_tensor_release(&dec);
-            dk_free(file);
-            dk_free(frame_buf);
+            dk__scratch_put(videos, file);
+            dk__scratch_put(videos, frame_buf);
             return st;
         }
         size_t bytes = (size_t)pw * (size_t)ph * 3 * dk_dtype_size(p->dtype);
@@ -2442,8 +2475,8 @@ static int materialize_one(dk__image_plan *p, dk_sample *x, const dk_group *fmt,
         }
     }
     dk_tensor_release(&dec);
-    dk_free(file);
-    dk_free(frame_buf);
+    dk__scratch_put(videos, file);
+    dk__scratch_put(videos, frame_buf);
     return st;
 }
 
