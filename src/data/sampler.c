@@ -101,10 +101,11 @@ int dk_sampler_create(const dk_sampler_config *cfg, dk_sampler **out)
         } else {
             s->per_rank = (cfg->n + cfg->world_size - 1) / cfg->world_size;
             if (cfg->drop_last && s->per_rank < cfg->batch_size) {
+                int64_t per_rank = s->per_rank;
                 dk_sampler_destroy(s);
                 return dk__error(DK_EINVAL, __func__,
                                  "drop_last with %lld samples per rank leaves no batch of %d",
-                                 (long long)s->per_rank, cfg->batch_size);
+                                 (long long)per_rank, cfg->batch_size);
             }
             s->perm = dk_malloc((size_t)s->per_rank * sizeof *s->perm);
             st = s->perm ? start_epoch(s, 0) : dk__error(DK_ENOMEM, __func__, "out of memory");
