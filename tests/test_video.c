@@ -15,7 +15,7 @@
 #include "dk_test.h"
 #include "video/video_impl.h"
 
-#define CORPUS_VERSION 4
+#define CORPUS_VERSION 5
 
 static char g_dir[512];
 static int g_corpus_ok = -1;
@@ -46,28 +46,31 @@ static const char *cpath(const char *name)
 
 typedef struct clip {
     const char *name;
-    const char *cmd;   /* ffmpeg arguments after "ffmpeg -v error -y"; %s = corpus dir */
+    const char *cmd;   /* ffmpeg arguments after "ffmpeg -v error -y"; %s = corpus dir.
+                          Encoders run on one thread: their output then does not
+                          depend on the machine, and neither do the derived
+                          (truncated, corrupted) files. */
 } clip;
 
 static const clip g_clips[] = {
-    {"bf0.mp4", SRC " -t 4 -c:v libx264 -bf 0 -g 12 -pix_fmt yuv420p @/bf0.mp4"},
-    {"bf2.mp4", SRC " -t 4 -c:v libx264 -bf 2 -g 12 -pix_fmt yuv420p @/bf2.mp4"},
-    {"bf3p.mp4", SRC " -t 6 -c:v libx264 -bf 3 -b-pyramid normal -g 250 -pix_fmt yuv420p @/bf3p.mp4"},
-    {"og264.mp4", SRC " -t 4 -c:v libx264 -bf 3 -g 24 -x264-params open-gop=1 -pix_fmt yuv420p @/og264.mp4"},
-    {"x265.mp4", SRC " -t 4 -c:v libx265 -x265-params keyint=24:open-gop=1:bframes=4:log-level=error "
+    {"bf0.mp4", SRC " -t 4 -c:v libx264 -threads 1 -bf 0 -g 12 -pix_fmt yuv420p @/bf0.mp4"},
+    {"bf2.mp4", SRC " -t 4 -c:v libx264 -threads 1 -bf 2 -g 12 -pix_fmt yuv420p @/bf2.mp4"},
+    {"bf3p.mp4", SRC " -t 6 -c:v libx264 -threads 1 -bf 3 -b-pyramid normal -g 250 -pix_fmt yuv420p @/bf3p.mp4"},
+    {"og264.mp4", SRC " -t 4 -c:v libx264 -threads 1 -bf 3 -g 24 -x264-params open-gop=1 -pix_fmt yuv420p @/og264.mp4"},
+    {"x265.mp4", SRC " -t 4 -c:v libx265 -threads 1 -x265-params keyint=24:open-gop=1:bframes=4:log-level=error "
                  "-pix_fmt yuv420p @/x265.mp4"},
     {"vfr.mp4", SRC " -t 4 -vf 'settb=1/1000,setpts=(N+0.4*mod(N\\,3))/25/TB' -fps_mode passthrough "
-                "-enc_time_base 1/1000 -c:v libx264 -bf 2 -g 12 -pix_fmt yuv420p @/vfr.mp4"},
+                "-enc_time_base 1/1000 -c:v libx264 -threads 1 -bf 2 -g 12 -pix_fmt yuv420p @/vfr.mp4"},
     /* Jittered timestamps rounded to 1/25 s: two frames share a pts. */
-    {"dup.mp4", SRC " -t 4 -vf setpts='(N+0.4*mod(N\\,3))/25/TB' -fps_mode passthrough -c:v libx264 "
+    {"dup.mp4", SRC " -t 4 -vf setpts='(N+0.4*mod(N\\,3))/25/TB' -fps_mode passthrough -c:v libx264 -threads 1 "
                 "-bf 2 -g 12 -pix_fmt yuv420p @/dup.mp4"},
     {"el.mp4", "-ss 0.3 -i @/bf2.mp4 -c copy @/el.mp4"},
     {"bf2.mkv", "-i @/bf2.mp4 -c copy @/bf2.mkv"},
     {"fast.mp4", "-i @/bf2.mp4 -c copy -movflags +faststart @/fast.mp4"},
-    {"tenbit.mp4", SRC " -t 2 -c:v libx264 -bf 2 -g 12 -pix_fmt yuv420p10le @/tenbit.mp4"},
-    {"bt709.mp4", SRC " -t 1 -c:v libx264 -bf 2 -g 12 -pix_fmt yuv420p -colorspace bt709 "
+    {"tenbit.mp4", SRC " -t 2 -c:v libx264 -threads 1 -bf 2 -g 12 -pix_fmt yuv420p10le @/tenbit.mp4"},
+    {"bt709.mp4", SRC " -t 1 -c:v libx264 -threads 1 -bf 2 -g 12 -pix_fmt yuv420p -colorspace bt709 "
                   "-color_primaries bt709 -color_trc bt709 @/bt709.mp4"},
-    {"full.mp4", SRC " -t 1 -c:v libx264 -bf 2 -g 12 -pix_fmt yuvj420p @/full.mp4"},
+    {"full.mp4", SRC " -t 1 -c:v libx264 -threads 1 -bf 2 -g 12 -pix_fmt yuvj420p @/full.mp4"},
 };
 #define N_CLIPS (sizeof g_clips / sizeof g_clips[0])
 

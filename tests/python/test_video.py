@@ -43,7 +43,7 @@ assert os.access(DRIVEKIT, os.X_OK), f"{DRIVEKIT} not built (set DK_BUILD_DIR)"
 
 W, H = 320, 240
 SRC = ["-f", "lavfi", "-i", f"testsrc2=size={W}x{H}:rate=25"]
-X264 = ["-c:v", "libx264", "-pix_fmt", "yuv420p"]
+X264 = ["-c:v", "libx264", "-threads", "1", "-pix_fmt", "yuv420p"]
 JITTER = "settb=1/1000,setpts=(N+0.4*mod(N\\,3))/25/TB"
 
 # name -> ffmpeg arguments ("{d}" = corpus folder); made in this order.
@@ -52,7 +52,7 @@ CLIPS = {
     "bf2.mp4": SRC + ["-t", "3"] + X264 + ["-bf", "2", "-g", "12"],
     "bf3p.mp4": SRC + ["-t", "4"] + X264 + ["-bf", "3", "-b-pyramid", "normal", "-g", "250"],
     "og264.mp4": SRC + ["-t", "3"] + X264 + ["-bf", "3", "-g", "24", "-x264-params", "open-gop=1"],
-    "x265.mp4": SRC + ["-t", "3", "-c:v", "libx265", "-pix_fmt", "yuv420p", "-x265-params",
+    "x265.mp4": SRC + ["-t", "3", "-c:v", "libx265", "-threads", "1", "-pix_fmt", "yuv420p", "-x265-params",
                        "keyint=24:open-gop=1:bframes=4:log-level=error"],
     "vfr.mp4": SRC + ["-t", "3", "-vf", JITTER, "-fps_mode", "passthrough", "-enc_time_base",
                       "1/1000"] + X264 + ["-bf", "2", "-g", "12"],
