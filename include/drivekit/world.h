@@ -306,6 +306,12 @@ DK_API void dk_world_renderer_config_init(dk_world_renderer_config *cfg);
 DK_API int dk_world_renderer_create(const dk_scenario *s, const dk_world_renderer_config *cfg,
                                     dk_world_renderer **out);
 DK_API void dk_world_renderer_destroy(dk_world_renderer *r);
+/** How the renderers paint an actor (renderer seed `seed`; the renderer
+ *  config's seed, 0 by default): its base and secondary colours (RGB,
+ *  0..255; windows, trousers, a trailer, ...) and its class's lidar
+ *  reflectivity (0..255). Any output may be NULL. */
+DK_API void dk_world_actor_style(dk_actor_class cls, int32_t id, uint64_t seed, float body[3],
+                                 float second[3], float *reflectivity);
 
 /** Renders rig camera `sensor` at time t (seconds; the camera's own rolling
  *  shutter is applied with its readout_time, ego and actors moving during

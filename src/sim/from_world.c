@@ -47,20 +47,6 @@ static const material M_WHITE = {{222, 222, 216}, 120};
 static const material M_YELLOW = {{214, 170, 48}, 110};
 
 /* Lidar reflectivity per actor class (the world renderer's). */
-static const float CLASS_REFL[DK_CLASS_COUNT] = {55, 50, 50, 45, 55, 16, 35, 25, 140, 70};
-
-static const uint8_t PAL_CAR[][3] = {{226, 226, 222}, {30, 31, 35}, {170, 172, 176}, {102, 104, 108},
-                                     {150, 26, 28},   {32, 62, 132}, {26, 36, 72},  {192, 176, 146},
-                                     {44, 82, 58},    {226, 226, 222}, {30, 31, 35}, {170, 172, 176}};
-static const uint8_t PAL_TRUCK[][3] = {{222, 222, 216}, {162, 42, 32}, {42, 72, 142}, {212, 112, 32}};
-static const uint8_t PAL_BUS[][3] = {{222, 182, 42}, {172, 36, 36}, {226, 226, 220}, {42, 92, 172}};
-static const uint8_t PAL_TRAILER[][3] = {{152, 152, 152}, {212, 212, 206}, {120, 110, 100}};
-static const uint8_t PAL_CONSTR[][3] = {{226, 172, 32}, {216, 122, 32}};
-static const uint8_t PAL_SHIRT[][3] = {{182, 42, 42}, {42, 92, 162}, {222, 222, 212}, {42, 42, 44},
-                                       {92, 142, 62}, {202, 162, 62}, {122, 62, 142}, {232, 132, 52}};
-static const uint8_t PAL_TROUSERS[][3] = {{42, 46, 62}, {30, 30, 32}, {92, 82, 70}, {62, 72, 102}};
-static const uint8_t PAL_MOTO[][3] = {{22, 22, 24}, {162, 32, 32}, {42, 62, 122}};
-static const uint8_t PAL_BARRIER[][3] = {{202, 202, 196}, {212, 42, 32}};
 static const float WINDOW[3] = {38, 48, 58};
 static const float DARK[3] = {22, 22, 24};
 static const float SKIN[3] = {196, 150, 120};
@@ -542,49 +528,6 @@ typedef struct box {
     uint64_t key;            /* random stream of this box */
 } box;
 
-static void pick(const uint8_t (*pal)[3], int n, uint64_t h, float out[3])
-{
-    const uint8_t *c = pal[h % (uint64_t)n];
-    float bright = 0.9f + 0.2f * (float)((h >> 16) & 255) / 255.f;
-    for (int k = 0; k < 3; k++) {
-        float jit = (float)((int)((h >> (24 + 8 * k)) & 15) - 8);
-        out[k] = clamp255((float)c[k] * bright + jit);
-    }
-}
-
-#define PICK(pal, h, out) pick(pal, (int)(sizeof pal / sizeof pal[0]), h, out)
-
-/* Class colours as the world renderer picks them with its default seed 0. */
-static void actor_colours(box *b, int32_t id)
-{
-    uint64_t h = mix64((uint64_t)(uint32_t)id ^ 0xC0105EEDULL), h2 = mix64(h);
-    switch (b->cls) {
-    case DK_CLASS_CAR: PICK(PAL_CAR, h, b->col); memcpy(b->col2, WINDOW, sizeof WINDOW); break;
-    case DK_CLASS_TRUCK: PICK(PAL_TRUCK, h, b->col); PICK(PAL_TRAILER, h2, b->col2); break;
-    case DK_CLASS_BUS: PICK(PAL_BUS, h, b->col); memcpy(b->col2, WINDOW, sizeof WINDOW); break;
-    case DK_CLASS_TRAILER: PICK(PAL_TRAILER, h, b->col); memcpy(b->col2, b->col, sizeof b->col); break;
-    case DK_CLASS_CONSTRUCTION_VEHICLE:
-        PICK(PAL_CONSTR, h, b->col);
-        memcpy(b->col2, WINDOW, sizeof WINDOW);
-        break;
-    case DK_CLASS_PEDESTRIAN:
-    case DK_CLASS_BICYCLE: PICK(PAL_SHIRT, h, b->col); PICK(PAL_TROUSERS, h2, b->col2); break;
-    case DK_CLASS_MOTORCYCLE: PICK(PAL_MOTO, h, b->col); PICK(PAL_SHIRT, h2, b->col2); break;
-    case DK_CLASS_TRAFFIC_CONE: {
-        const float o[3] = {236, 102, 22}, w[3] = {232, 232, 226};
-        memcpy(b->col, o, sizeof o);
-        memcpy(b->col2, w, sizeof w);
-        break;
-    }
-    default: {
-        const float w[3] = {226, 226, 220};
-        PICK(PAL_BARRIER, h, b->col);
-        memcpy(b->col2, w, sizeof w);
-        break;
-    }
-    }
-}
-
 static int is_vehicle(int cls)
 {
     return cls == DK_CLASS_CAR || cls == DK_CLASS_TRUCK || cls == DK_CLASS_BUS ||
@@ -921,8 +864,8 @@ static int actors(ctx *c)
         } else {
             rot_z(0, b.rbw);
         }
-        actor_colours(&b, a->id);
-        b.refl = a->cls >= 0 && a->cls < DK_CLASS_COUNT ? CLASS_REFL[a->cls] : 40.f;
+        /* The world renderer's paint (its default seed 0), so both agree. */
+        dk_world_actor_style(a->cls, a->id, 0, b.col, b.col2, &b.refl);
         b.actor = a->id;
         b.key = dk_rng_stream_id(7, (uint64_t)(uint32_t)a->id, 0, 0);
         emit_box(c, &b);

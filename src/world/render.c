@@ -721,6 +721,20 @@ static void actor_colors(rbox *b, uint64_t seed)
     }
 }
 
+void dk_world_actor_style(dk_actor_class cls, int32_t id, uint64_t seed, float body[3],
+                          float second[3], float *reflectivity)
+{
+    rbox b;
+    memset(&b, 0, sizeof b);
+    b.cls = (int)cls;
+    b.id = id;
+    actor_colors(&b, seed);
+    if (body) memcpy(body, b.col, sizeof b.col);
+    if (second) memcpy(second, b.col2, sizeof b.col2);
+    if (reflectivity)
+        *reflectivity = (int)cls >= 0 && (int)cls < DK_CLASS_COUNT ? CLASS_REFL[cls] : 40.f;
+}
+
 /* Box-to-world rotation whose z axis is the unit vector zax. */
 static void frame_from_z(const double zax[3], double r[9])
 {
