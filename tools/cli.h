@@ -24,6 +24,8 @@ int cli_parse_size(const char *s, int *w, int *h);
 int cli_parse_int(const char *s, long lo, long hi, long *out);
 /* Parses a finite number in [lo, hi], the whole string; 0 on success. */
 int cli_parse_double(const char *s, double lo, double hi, double *out);
+/* Parses exactly n comma-separated finite numbers ("x,y,z,yaw"); 0 on success. */
+int cli_parse_doubles(const char *s, int n, double *v);
 /* Default --threads: the online CPUs, clamped to [1, 256]. */
 int cli_default_threads(void);
 

@@ -65,23 +65,6 @@ static void print_help(void)
 enum { OPT_PLY = 256, OPT_OUT, OPT_CAMERA, OPT_WIDTH, OPT_HEIGHT, OPT_FOV, OPT_POSE, OPT_THREADS,
        OPT_HELP, OPT_TRACKS, OPT_TIME };
 
-/* "x,y,z,yaw". */
-static int parse_pose(const char *s, double v[4])
-{
-    char buf[256];
-    size_t n = strlen(s);
-    if (n == 0 || n >= sizeof buf) return -1;
-    memcpy(buf, s, n + 1);
-    char *p = buf;
-    for (int i = 0; i < 4; i++) {
-        char *comma = strchr(p, ',');
-        if ((i < 3) != (comma != NULL)) return -1;
-        if (comma) *comma = '\0';
-        if (cli_parse_double(p, -DBL_MAX, DBL_MAX, &v[i])) return -1;
-        p = comma ? comma + 1 : p;
-    }
-    return 0;
-}
 
 /* cam_to_world for the camera of --pose (see the file comment). */
 static int pose_from_flu(const double v[4], dk_pose *out)
@@ -151,7 +134,7 @@ static int sim_render(int argc, char **argv)
                 return cli_usage_error(cmd, usage, "bad --fov '%s' (degrees > 0)", optarg);
             break;
         case OPT_POSE:
-            if (parse_pose(optarg, pose_v))
+            if (cli_parse_doubles(optarg, 4, pose_v))
                 return cli_usage_error(cmd, usage, "bad --pose '%s' (want x,y,z,yaw_deg)", optarg);
             break;
         case OPT_THREADS:

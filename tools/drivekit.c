@@ -3,6 +3,7 @@
  */
 #define _POSIX_C_SOURCE 200809L   /* sysconf */
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -95,6 +96,23 @@ int cli_parse_double(const char *s, double lo, double hi, double *out)
     double v = strtod(s, &end);
     if (errno || *end || !isfinite(v) || v < lo || v > hi) return -1;
     *out = v;
+    return 0;
+}
+
+int cli_parse_doubles(const char *s, int n, double *v)
+{
+    char buf[256];
+    size_t len = s ? strlen(s) : 0;
+    if (len == 0 || len >= sizeof buf || n < 1) return -1;
+    memcpy(buf, s, len + 1);
+    char *p = buf;
+    for (int i = 0; i < n; i++) {
+        char *comma = strchr(p, ',');
+        if ((i < n - 1) != (comma != NULL)) return -1;
+        if (comma) *comma = '\0';
+        if (cli_parse_double(p, -DBL_MAX, DBL_MAX, &v[i])) return -1;
+        p = comma ? comma + 1 : p;
+    }
     return 0;
 }
 
