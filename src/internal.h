@@ -17,6 +17,12 @@
 int dk__error(int status, const char *func, const char *fmt, ...) DK_PRINTF(3, 4);
 int dk__verror(int status, const char *func, const char *fmt, va_list ap) DK_PRINTF(3, 0);
 
+/* Re-raises the thread's current error from a parser's point of view: under
+ * `func`, with the inner function's name dropped, and as DK_EINVALIDDATA
+ * whatever the inner call said (a missing field, a wrong type, a number out of
+ * range are all malformed input), except DK_ENOMEM. Returns the new status. */
+int dk__reraise_invalid(int status, const char *func);
+
 /* Copies the thread's current message into a handle's buffer (DK_ERRMSG_MAX
  * bytes) and returns status unchanged: `return dk__keep(st, h->errmsg);`. */
 int dk__keep(int status, char *handle_errmsg);

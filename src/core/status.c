@@ -75,6 +75,15 @@ int dk__error(int status, const char *func, const char *fmt, ...)
     return status;
 }
 
+int dk__reraise_invalid(int status, const char *func)
+{
+    char msg[DK_ERRMSG_MAX];
+    snprintf(msg, sizeof msg, "%s", dk_errmsg());
+    const char *m = strstr(msg, "(): ");
+    m = m ? m + 4 : msg;
+    return dk__error(status == DK_ENOMEM ? DK_ENOMEM : DK_EINVALIDDATA, func, "%s", m);
+}
+
 int dk__keep(int status, char *handle_errmsg)
 {
     if (handle_errmsg && status < 0) {

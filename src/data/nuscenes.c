@@ -342,11 +342,8 @@ static int read_tables(dk_nusc *db)
 {
     db->reading_file = 0;
     int st = read_tables_(db);
-    if (st && st != DK_ENOMEM && st != DK_EIO && db->reading_file == 0) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", dk_errmsg());
-        st = dk__error(DK_EINVALIDDATA, "dk_nusc_open", "%s", msg);
-    }
+    if (st && st != DK_ENOMEM && st != DK_EIO && db->reading_file == 0)
+        st = dk__reraise_invalid(st, "dk_nusc_open");
     return st;
 }
 

@@ -111,11 +111,7 @@ typedef struct rd {
  * DK_EINVALIDDATA whatever the cursor API said (missing, wrong type, range). */
 static int rethrow(const rd *r, int st)
 {
-    char msg[DK_ERRMSG_MAX];
-    snprintf(msg, sizeof msg, "%s", dk_errmsg());
-    const char *m = strstr(msg, "(): ");
-    m = m ? m + 4 : msg;
-    return dk__error(st == DK_ENOMEM ? DK_ENOMEM : DK_EINVALIDDATA, r->func, "%s", m);
+    return dk__reraise_invalid(st, r->func);
 }
 
 DK_PRINTF(3, 4)
