@@ -628,6 +628,7 @@ typedef struct vtarget {
 typedef struct vrun {
     int64_t t0, t1;            /* targets, sorted by packet */
     int32_t start;
+    int64_t cost;              /* pictures to decode (its groups' bounds) */
 } vrun;
 
 typedef struct vreq {
@@ -645,6 +646,7 @@ typedef struct vreq {
     vrun *runs;
     int64_t n_runs;
     int64_t next_run;          /* atomic cursor of the workers */
+    int64_t cache_budget;      /* atomic: bytes of returned frames left to cache */
 } vreq;
 
 static uint64_t fkey(dk_video_output out, int64_t frame)
@@ -799,6 +801,35 @@ static void fail_pending(runctx *c, int status, const char *why)
     }
 }
 
+/* Puts the sound pictures of a finished run into the frame cache: the
+ * read-ahead ones (decoded into cache buffers), and copies of requested ones
+ * while the request's budget lasts. Runs on the worker, so the copies are
+ * made in parallel. */
+static void cache_run(vreq *rq, const vrun *run)
+{
+    dk_video *v = rq->v;
+    if (!v->fcache) return;
+    for (int64_t i = run->t0; i < run->t1; i++) {
+        vtarget *t = &rq->tg[i];
+        if (t->status || !t->got) continue;
+        if (t->i1 == t->i0) {   /* read-ahead */
+            if (t->buf) dk__lru_put(v->fcache, fkey(rq->out, t->frame), t->buf, rq->fbytes);
+            continue;
+        }
+        int64_t left = __atomic_sub_fetch(&rq->cache_budget, (int64_t)rq->fbytes,
+                                          __ATOMIC_RELAXED);
+        if (left < 0) continue;
+        dk_buffer *b = dk__lru_take_spare(v->fcache, rq->fbytes);
+        if (b || dk_buffer_alloc(rq->fbytes, 0, &b) == DK_OK) {
+            memcpy(dk_buffer_data(b), t->dst, rq->fbytes);
+            dk__lru_put(v->fcache, fkey(rq->out, t->frame), b, rq->fbytes);
+            dk_buffer_unref(b);
+        } else {
+            dk_errmsg_clear();
+        }
+    }
+}
+
 static void run_exec(vreq *rq, vdec *d, const vrun *run)
 {
     dk_video *v = rq->v;
@@ -910,6 +941,7 @@ static void run_exec(vreq *rq, vdec *d, const vrun *run)
             t->why = "decoding error in this frame or a picture it depends on (corrupt data)";
         }
     }
+    cache_run(rq, run);
 out:
     dk_free(c.sent);
     dk_free(c.taken);
@@ -969,6 +1001,14 @@ static int cmp_tg_pkt(const void *a, const void *b)
 {
     const vtarget *x = a, *y = b;
     return (x->pkt > y->pkt) - (x->pkt < y->pkt);
+}
+
+/* Costliest first; equal costs in file order. */
+static int cmp_run_cost(const void *a, const void *b)
+{
+    const vrun *x = a, *y = b;
+    if (x->cost != y->cost) return x->cost > y->cost ? -1 : 1;
+    return (x->start > y->start) - (x->start < y->start);
 }
 
 /* The §4 bound of one group: reference pictures needed from its start up to
@@ -1082,8 +1122,11 @@ static int plan(vreq *rq, int pool_size)
         if (i == 0 || rq->tg[i].start != rq->tg[i - 1].start) n_groups++;
     rq->runs = dk_calloc((size_t)n_groups, sizeof *rq->runs);
     if (!rq->runs) return DK_ENOMEM;
+    /* One worker: consecutive groups form one forward pass (no seek between
+       them). Several: a run per group (unless groups overlap), so the
+       workers, taking the costliest runs first, finish together. */
     int nw = pool_size < v->cfg.max_decoders ? pool_size : v->cfg.max_decoders;
-    int64_t max_groups = nw <= 1 ? INT64_MAX : (n_groups + 2 * nw - 1) / (2 * nw);
+    int64_t max_groups = nw <= 1 ? INT64_MAX : 1;
     int64_t slack = 0;
     if (v->cfg.decoder_threads != 1)
         slack = v->cfg.decoder_threads > 1 ? v->cfg.decoder_threads - 1 : 2;
@@ -1093,13 +1136,16 @@ static int plan(vreq *rq, int pool_size)
         if (i < rq->n_tg && rq->tg[i].start == rq->tg[g0].start) continue;
         /* group [g0, i) */
         int32_t gs = rq->tg[g0].start;
-        bound += group_bound(ix, gs, &rq->tg[g0], i - g0);
+        int64_t gb = group_bound(ix, gs, &rq->tg[g0], i - g0);
+        bound += gb;
         int64_t gend = rq->tg[i - 1].pkt;
         for (int64_t j = g0; j < i; j++)
             if (rq->tg[j].pkt > gend) gend = rq->tg[j].pkt;
         int merge = 0;
-        if (cur && groups_in_run < max_groups) {
-            if (gs <= run_end + 1) {
+        if (cur && gs <= run_end) {
+            merge = 1;   /* overlapping passes would decode the overlap twice */
+        } else if (cur && groups_in_run < max_groups) {
+            if (gs == run_end + 1) {
                 merge = 1;
             } else {
                 int64_t refs = ix->ref_prefix[gs] - ix->ref_prefix[run_end + 1];
@@ -1108,6 +1154,7 @@ static int plan(vreq *rq, int pool_size)
         }
         if (merge) {
             cur->t1 = i;
+            cur->cost += gb;
             groups_in_run++;
             if (gend > run_end) run_end = gend;
         } else {
@@ -1115,6 +1162,7 @@ static int plan(vreq *rq, int pool_size)
             cur->t0 = g0;
             cur->t1 = i;
             cur->start = gs;
+            cur->cost = gb;
             groups_in_run = 1;
             run_end = gend;
         }
@@ -1123,6 +1171,8 @@ static int plan(vreq *rq, int pool_size)
     for (int64_t r = 0; r < rq->n_runs; r++)
         qsort(rq->tg + rq->runs[r].t0, (size_t)(rq->runs[r].t1 - rq->runs[r].t0), sizeof *rq->tg,
               cmp_tg_pkt);
+    if (nw > 1)
+        qsort(rq->runs, (size_t)rq->n_runs, sizeof *rq->runs, cmp_run_cost);
     STAT_ADD(v, min_decodes, bound);
     return DK_OK;
 }
@@ -1220,6 +1270,11 @@ static int engine(const char *fn, dk_video *const *videos, int n_videos, dk_pool
         vreq *rq = &rqs[j];
         if (!rq->n_order) continue;
         qsort_r(rq->order, (size_t)rq->n_order, sizeof *rq->order, cmp_i64_by_frame, items);
+        /* A request bigger than the cache would only churn it: its frames are
+           cached up to a quarter of the capacity. A sequential reader will
+           not ask for the frames it just got again: only its read-ahead
+           frames are cached. */
+        rq->cache_budget = rq->sequential ? 0 : (int64_t)(rq->v->cfg.frame_cache_bytes / 4);
         if (plan(rq, psize) != DK_OK) {
             hard = DK_ENOMEM;
             break;
@@ -1241,22 +1296,12 @@ static int engine(const char *fn, dk_video *const *videos, int n_videos, dk_pool
         }
         dk_pool_group_wait(pool, &g);
     }
-    /* Results: statuses, duplicates, the frame cache. */
+    /* Results: statuses and duplicates (the workers filled the cache). */
     for (int j = 0; j < n_videos && hard == DK_OK; j++) {
         vreq *rq = &rqs[j];
-        dk_video *v = rq->v;
-        /* A request bigger than the cache would only churn it: cache its
-           frames up to a quarter of the capacity. A sequential reader will
-           not ask for the frames it just got again: only its read-ahead
-           frames are cached. */
-        size_t budget = rq->sequential ? 0 : v->cfg.frame_cache_bytes / 4;
         for (int64_t k = 0; k < rq->n_tg; k++) {
             vtarget *t = &rq->tg[k];
-            if (t->i1 == t->i0) {   /* read-ahead */
-                if (t->got && !t->status && t->buf)
-                    dk__lru_put(v->fcache, fkey(rq->out, t->frame), t->buf, rq->fbytes);
-                continue;
-            }
+            if (t->i1 == t->i0) continue;   /* read-ahead */
             const uint8_t *src = items[rq->order[t->i0]].dst;
             for (int64_t q = t->i0; q < t->i1; q++) {
                 int64_t i = rq->order[q];
@@ -1265,17 +1310,6 @@ static int engine(const char *fn, dk_video *const *videos, int n_videos, dk_pool
                     memset(items[i].dst, 0, rq->fbytes);
                 else if (q > t->i0)
                     memcpy(items[i].dst, src, rq->fbytes);
-            }
-            if (!t->status && v->fcache && budget >= rq->fbytes) {
-                budget -= rq->fbytes;
-                dk_buffer *b = dk__lru_take_spare(v->fcache, rq->fbytes);
-                if (b || dk_buffer_alloc(rq->fbytes, 0, &b) == DK_OK) {
-                    memcpy(dk_buffer_data(b), src, rq->fbytes);
-                    dk__lru_put(v->fcache, fkey(rq->out, t->frame), b, rq->fbytes);
-                    dk_buffer_unref(b);
-                } else {
-                    dk_errmsg_clear();
-                }
             }
         }
     }
