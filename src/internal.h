@@ -23,6 +23,11 @@ int dk__verror(int status, const char *func, const char *fmt, va_list ap) DK_PRI
  * range are all malformed input), except DK_ENOMEM. Returns the new status. */
 int dk__reraise_invalid(int status, const char *func);
 
+/* Blocks held by the buffer cache (not counted as live by dk_alloc_live),
+ * and freeing them all (dk_set_allocator does before switching). */
+int64_t dk__buffer_cache_blocks(void);
+void dk__buffer_cache_drop(void);
+
 /* Copies the thread's current message into a handle's buffer (DK_ERRMSG_MAX
  * bytes) and returns status unchanged: `return dk__keep(st, h->errmsg);`. */
 int dk__keep(int status, char *handle_errmsg);

@@ -251,6 +251,147 @@ static void test_buffer_concurrent_unref(void)
     DK_CHECK_EQ_INT(dk_alloc_live(), live0);
 }
 
+/* The buffer cache: reuse of a released block that fits closely, the limit
+ * (oldest dropped), stats, live counts, zeroing, and the off switch. */
+static void test_buffer_cache(void)
+{
+    const size_t MB = (size_t)1 << 20;
+    int64_t live0 = dk_alloc_live();
+    dk_buffer_cache_stats s;
+    DK_CHECK_EQ_U64(dk_buffer_cache_set_limit(0), 0);   /* off by default in C */
+
+    /* Off: a released block is freed, nothing is kept. */
+    dk_buffer *a, *b, *c;
+    DK_CHECK_OK(dk_buffer_alloc(2 * MB, 0, &a));
+    dk_buffer_unref(a);
+    dk_buffer_cache_get_stats(&s);
+    DK_CHECK_EQ_INT(s.blocks, 0);
+    DK_CHECK_EQ_INT(dk_alloc_live(), live0);
+
+    DK_CHECK_EQ_U64(dk_buffer_cache_set_limit(8 * MB), 0);
+    /* Small buffers are never kept. */
+    DK_CHECK_OK(dk_buffer_alloc(DK_BUFFER_CACHE_MIN - 1, 0, &a));
+    dk_buffer_unref(a);
+    dk_buffer_cache_get_stats(&s);
+    DK_CHECK_EQ_INT(s.blocks, 0);
+
+    /* A released block is kept (not live) and serves a request it fits. */
+    DK_CHECK_OK(dk_buffer_alloc(2 * MB, 0, &a));
+    unsigned char *pa = dk_buffer_data(a);
+    memset(pa, 0x5a, 2 * MB);
+    dk_buffer_unref(a);
+    dk_buffer_cache_get_stats(&s);
+    DK_CHECK_EQ_INT(s.blocks, 1);
+    DK_CHECK_EQ_U64(s.bytes, 2 * MB);
+    DK_CHECK_EQ_INT(dk_alloc_live(), live0);
+    int64_t hits0 = s.hits;
+    /* Too small for it (more than a quarter wasted): a new block. */
+    DK_CHECK_OK(dk_buffer_alloc(MB + MB / 2, 0, &b));
+    DK_CHECK(dk_buffer_data(b) != pa);
+    dk_buffer_unref(b);   /* kept too: two blocks now */
+    dk_buffer_cache_get_stats(&s);
+    DK_CHECK_EQ_INT(s.blocks, 2);
+    /* Fits within a quarter: the 2 MiB block, zeroed on request, with the
+       requested size. */
+    DK_CHECK_OK(dk_buffer_alloc(2 * MB - 1000, 1, &b));
+    DK_CHECK(dk_buffer_data(b) == pa);
+    DK_CHECK_EQ_U64(dk_buffer_size(b), 2 * MB - 1000);
+    DK_CHECK_EQ_INT(dk_buffer_refcount(b), 1);
+    DK_CHECK_EQ_INT(pa[0], 0);
+    DK_CHECK_EQ_INT(pa[2 * MB - 1001], 0);
+    dk_buffer_cache_get_stats(&s);
+    DK_CHECK_EQ_INT(s.hits, hits0 + 1);
+    DK_CHECK_EQ_INT(s.blocks, 1);
+    DK_CHECK_EQ_INT(dk_alloc_live(), live0 + 1);
+    /* Bigger than the block: never handed a block that is too small. */
+    DK_CHECK_OK(dk_buffer_alloc(3 * MB, 0, &c));
+    DK_CHECK_EQ_U64(dk_buffer_size(c), 3 * MB);
+    memset(dk_buffer_data(c), 1, 3 * MB);
+    dk_buffer_unref(c);
+    dk_buffer_unref(b);
+    dk_buffer_cache_get_stats(&s);
+    DK_CHECK_EQ_U64(s.bytes, 3 * MB + 2 * MB + MB + MB / 2);
+    DK_CHECK_EQ_INT(dk_alloc_live(), live0);
+
+    /* Over the limit, the oldest blocks go: 5 more MiB keep only the newest
+       blocks within 8 MiB. */
+    DK_CHECK_OK(dk_buffer_alloc(5 * MB, 0, &a));
+    dk_buffer_unref(a);
+    dk_buffer_cache_get_stats(&s);
+    DK_CHECK(s.bytes <= 8 * MB);
+    DK_CHECK_EQ_U64(s.bytes, 5 * MB + 2 * MB);   /* the 5 and the 2 (newest first) */
+    /* A block bigger than the limit is not kept. */
+    DK_CHECK_OK(dk_buffer_alloc(9 * MB, 0, &a));
+    dk_buffer_unref(a);
+    dk_buffer_cache_get_stats(&s);
+    DK_CHECK_EQ_U64(s.bytes, 7 * MB);
+    DK_CHECK_EQ_INT(dk_alloc_live(), live0);
+
+    /* Lowering the limit frees what is over it; 0 frees all and turns it off. */
+    DK_CHECK_EQ_U64(dk_buffer_cache_set_limit(5 * MB), 8 * MB);
+    dk_buffer_cache_get_stats(&s);
+    DK_CHECK_EQ_U64(s.bytes, 5 * MB);
+    DK_CHECK_EQ_U64(s.limit, 5 * MB);
+    DK_CHECK_EQ_U64(dk_buffer_cache_set_limit(0), 5 * MB);
+    dk_buffer_cache_get_stats(&s);
+    DK_CHECK_EQ_INT(s.blocks, 0);
+    DK_CHECK_EQ_U64(s.bytes, 0);
+    DK_CHECK_EQ_INT(dk_alloc_live(), live0);
+}
+
+typedef struct cache_churn {
+    atomic_int bad;
+} cache_churn;
+
+static void churn(void *arg, int ith, int nth)
+{
+    (void)nth;
+    cache_churn *c = arg;
+    const size_t MB = (size_t)1 << 20;
+    for (int i = 0; i < 200; i++) {
+        size_t n = MB + (size_t)((i * 7 + ith * 3) % 5) * (MB / 8);
+        dk_buffer *b;
+        if (dk_buffer_alloc(n, 0, &b) != DK_OK) {
+            atomic_fetch_add(&c->bad, 1);
+            continue;
+        }
+        unsigned char *p = dk_buffer_data(b);
+        p[0] = (unsigned char)ith;
+        p[n - 1] = (unsigned char)ith;
+        if (dk_buffer_size(b) != n || p[0] != (unsigned char)ith) atomic_fetch_add(&c->bad, 1);
+        dk_buffer *r = dk_buffer_ref(b);
+        dk_buffer_unref(b);
+        if (p[n - 1] != (unsigned char)ith) atomic_fetch_add(&c->bad, 1);
+        dk_buffer_unref(r);
+    }
+}
+
+static void test_buffer_cache_threads(void)
+{
+    int64_t live0 = dk_alloc_live();
+    dk_buffer_cache_set_limit((size_t)6 << 20);
+    dk_pool_config cfg;
+    dk_pool_config_init(&cfg);
+    cfg.n_threads = 4;
+    dk_pool *pool;
+    DK_CHECK_OK(dk_pool_create(&cfg, &pool));
+    cache_churn c;
+    atomic_init(&c.bad, 0);
+    DK_CHECK_OK(dk_pool_run(pool, 4, churn, &c));
+    dk_pool_destroy(pool);
+    DK_CHECK_EQ_INT(atomic_load(&c.bad), 0);
+    dk_buffer_cache_stats s;
+    dk_buffer_cache_get_stats(&s);
+    DK_CHECK(s.bytes <= ((size_t)6 << 20));
+    DK_CHECK(s.hits > 0);
+    DK_CHECK_EQ_INT(dk_alloc_live(), live0);
+    /* dk_set_allocator frees the kept blocks (they came from the old one). */
+    DK_CHECK_OK(dk_set_allocator(NULL));
+    dk_buffer_cache_get_stats(&s);
+    DK_CHECK_EQ_INT(s.blocks, 0);
+    dk_buffer_cache_set_limit(0);
+}
+
 static void test_tensor(void)
 {
     int64_t live0 = dk_alloc_live();
@@ -752,6 +893,8 @@ int main(int argc, char **argv)
         DK_TEST(test_arena),
         DK_TEST(test_buffer_refcount),
         DK_TEST(test_buffer_concurrent_unref),
+        DK_TEST(test_buffer_cache),
+        DK_TEST(test_buffer_cache_threads),
         DK_TEST(test_tensor),
         DK_TEST(test_pool_exactly_once),
         DK_TEST(test_pool_nested_and_groups),

@@ -1008,6 +1008,34 @@ static PyObject *py_alloc_live(PyObject *module, PyObject *noargs)
     return PyLong_FromLongLong((long long)dk_alloc_live());
 }
 
+static PyObject *py_buffer_cache(PyObject *module, PyObject *args)
+{
+    PyObject *limit = Py_None;
+    if (!PyArg_ParseTuple(args, "|O", &limit)) return NULL;
+    size_t old;
+    if (limit == Py_None) {
+        dk_buffer_cache_stats s;
+        dk_buffer_cache_get_stats(&s);
+        old = s.limit;
+    } else {
+        unsigned long long v = PyLong_AsUnsignedLongLong(limit);
+        if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return dkpy_invalid(state_of_module(module),
+                                "buffer_cache(): the limit must be an int >= 0 (bytes), got %R",
+                                limit);
+        }
+        Py_BEGIN_ALLOW_THREADS
+        old = dk_buffer_cache_set_limit((size_t)v);
+        Py_END_ALLOW_THREADS
+    }
+    dk_buffer_cache_stats s;
+    dk_buffer_cache_get_stats(&s);
+    return Py_BuildValue("{s:K,s:K,s:L,s:L,s:K}", "limit", (unsigned long long)s.limit, "bytes",
+                         (unsigned long long)s.bytes, "blocks", (long long)s.blocks, "hits",
+                         (long long)s.hits, "previous_limit", (unsigned long long)old);
+}
+
 static PyObject *py_status_str(PyObject *module, PyObject *arg)
 {
     (void)module;
@@ -5104,6 +5132,10 @@ static PyMethodDef dkpy_methods[] = {
     {"version", py_version, METH_NOARGS, "version() -> str\n\nLibrary version \"MAJOR.MINOR.PATCH\"."},
     {"alloc_live", py_alloc_live, METH_NOARGS,
      "alloc_live() -> int\n\nLive drivekit allocations (allocations minus frees); for leak tests."},
+    {"buffer_cache", py_buffer_cache, METH_VARARGS,
+     "buffer_cache(limit=None) -> dict\n\nSets the byte limit of the buffer cache (released\n"
+     "buffers of 1 MiB or more kept for reuse; 0 frees them and turns it off) when limit is\n"
+     "given, and returns {limit, bytes, blocks, hits, previous_limit}."},
     {"status_str", py_status_str, METH_O,
      "status_str(code) -> str\n\nName of a DK_E* status code."},
     {"jpeg_info", py_jpeg_info, METH_O,

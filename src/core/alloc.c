@@ -40,6 +40,7 @@ int dk_set_allocator(const dk_allocator *a)
 {
     if (a && (!a->malloc || !a->realloc || !a->free))
         return dk__error(DK_EINVAL, __func__, "allocator has a NULL function pointer");
+    dk__buffer_cache_drop();
     if (atomic_load(&g_live) != 0)
         return dk__error(DK_ESTATE, __func__, "%lld drivekit allocations are still live",
                          (long long)atomic_load(&g_live));
@@ -117,7 +118,7 @@ void dk_free_aligned(void *ptr)
 
 int64_t dk_alloc_live(void)
 {
-    return atomic_load(&g_live);
+    return atomic_load(&g_live) - dk__buffer_cache_blocks();
 }
 
 int64_t dk_alloc_total(void)

@@ -5,7 +5,14 @@
  * (the data starts one cache line after the header), so a tensor costs one
  * allocation. Wrapped buffers carry a free callback instead; either way the
  * last dk_buffer_unref releases the memory exactly once, from any thread.
+ *
+ * The buffer cache keeps released blocks of at least DK_BUFFER_CACHE_MIN
+ * bytes (most recently released first) for the next allocation they fit
+ * closely. Blocks that big come from mmap in most C libraries and are
+ * returned to the system when freed, so without it every batch of frames or
+ * images would be faulted in page by page again.
  */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -18,9 +25,127 @@ struct dk_buffer {
     size_t size;
     dk_buffer_free_fn free_fn;
     void *opaque;
+    size_t capacity;         /* inline blocks: data bytes the block holds */
+    dk_buffer *next;         /* in the buffer cache */
 };
 
 #define BUFFER_HEADER 64
+_Static_assert(sizeof(dk_buffer) <= BUFFER_HEADER, "buffer header too large");
+
+static pthread_mutex_t g_cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static dk_buffer *g_cache;          /* most recently released first */
+static size_t g_cache_limit, g_cache_bytes;
+static int64_t g_cache_blocks, g_cache_hits;
+static atomic_llong g_cache_blocks_atomic;   /* for dk_alloc_live, without the lock */
+
+/* Takes the smallest cached block that holds `size` bytes without wasting
+ * more than a quarter of them; NULL if none. */
+static dk_buffer *cache_take(size_t size)
+{
+    dk_buffer *got = NULL;
+    pthread_mutex_lock(&g_cache_mu);
+    if (g_cache) {
+        dk_buffer **best = NULL;
+        for (dk_buffer **p = &g_cache; *p; p = &(*p)->next) {
+            size_t cap = (*p)->capacity;
+            if (cap >= size && cap - size <= size / 4 && (!best || cap < (*best)->capacity))
+                best = p;
+        }
+        if (best) {
+            got = *best;
+            *best = got->next;
+            g_cache_bytes -= got->capacity;
+            g_cache_blocks--;
+            g_cache_hits++;
+            atomic_fetch_sub_explicit(&g_cache_blocks_atomic, 1, memory_order_relaxed);
+        }
+    }
+    pthread_mutex_unlock(&g_cache_mu);
+    return got;
+}
+
+/* Unlinks blocks from the oldest end until the cache holds at most `limit`
+ * bytes; returns them as a list to free outside the lock. */
+static dk_buffer *cache_shrink_locked(size_t limit)
+{
+    dk_buffer *out = NULL;
+    while (g_cache_bytes > limit) {
+        dk_buffer **p = &g_cache;
+        while ((*p)->next) p = &(*p)->next;
+        dk_buffer *b = *p;
+        *p = NULL;
+        g_cache_bytes -= b->capacity;
+        g_cache_blocks--;
+        atomic_fetch_sub_explicit(&g_cache_blocks_atomic, 1, memory_order_relaxed);
+        b->next = out;
+        out = b;
+    }
+    return out;
+}
+
+static void free_list(dk_buffer *b)
+{
+    while (b) {
+        dk_buffer *n = b->next;
+        dk_free_aligned(b);
+        b = n;
+    }
+}
+
+/* Keeps a released inline block if the cache takes it; 0 if not. */
+static int cache_put(dk_buffer *b)
+{
+    if (b->capacity < DK_BUFFER_CACHE_MIN) return 0;
+    pthread_mutex_lock(&g_cache_mu);
+    if (b->capacity > g_cache_limit) {
+        pthread_mutex_unlock(&g_cache_mu);
+        return 0;
+    }
+    b->next = g_cache;
+    g_cache = b;
+    g_cache_bytes += b->capacity;
+    g_cache_blocks++;
+    atomic_fetch_add_explicit(&g_cache_blocks_atomic, 1, memory_order_relaxed);
+    dk_buffer *drop = cache_shrink_locked(g_cache_limit);
+    pthread_mutex_unlock(&g_cache_mu);
+    free_list(drop);
+    return 1;
+}
+
+size_t dk_buffer_cache_set_limit(size_t max_bytes)
+{
+    pthread_mutex_lock(&g_cache_mu);
+    size_t old = g_cache_limit;
+    g_cache_limit = max_bytes;
+    dk_buffer *drop = cache_shrink_locked(max_bytes);
+    pthread_mutex_unlock(&g_cache_mu);
+    free_list(drop);
+    return old;
+}
+
+void dk_buffer_cache_get_stats(dk_buffer_cache_stats *s)
+{
+    if (!s) return;
+    pthread_mutex_lock(&g_cache_mu);
+    s->limit = g_cache_limit;
+    s->bytes = g_cache_bytes;
+    s->blocks = g_cache_blocks;
+    s->hits = g_cache_hits;
+    pthread_mutex_unlock(&g_cache_mu);
+}
+
+int64_t dk__buffer_cache_blocks(void)
+{
+    return atomic_load_explicit(&g_cache_blocks_atomic, memory_order_relaxed);
+}
+
+void dk__buffer_cache_drop(void)
+{
+    pthread_mutex_lock(&g_cache_mu);
+    dk_buffer *drop = cache_shrink_locked(0);
+    pthread_mutex_unlock(&g_cache_mu);
+    free_list(drop);
+}
 
 int dk_buffer_alloc(size_t size, int zero, dk_buffer **out)
 {
@@ -29,15 +154,26 @@ int dk_buffer_alloc(size_t size, int zero, dk_buffer **out)
     size_t total;
     if (dk__add_overflow(size, BUFFER_HEADER, &total))
         return dk__error(DK_EOVERFLOW, __func__, "buffer of %zu bytes is too large", size);
-    unsigned char *block = dk_malloc_aligned(total, 64);
-    if (!block) return dk__error(DK_ENOMEM, __func__, "cannot allocate %zu bytes", size);
-    dk_buffer *b = (dk_buffer *)block;
+    dk_buffer *b = size >= DK_BUFFER_CACHE_MIN ? cache_take(size) : NULL;
+    size_t capacity = b ? b->capacity : size;
+    if (!b) {
+        unsigned char *block = dk_malloc_aligned(total, 64);
+        if (!block && dk__buffer_cache_blocks() > 0) {
+            /* Memory is short: what the cache holds is the first to go. */
+            dk__buffer_cache_drop();
+            block = dk_malloc_aligned(total, 64);
+        }
+        if (!block) return dk__error(DK_ENOMEM, __func__, "cannot allocate %zu bytes", size);
+        b = (dk_buffer *)block;
+    }
     atomic_init(&b->refs, 1);
     b->inline_data = 1;
-    b->data = block + BUFFER_HEADER;
+    b->data = (unsigned char *)b + BUFFER_HEADER;
     b->size = size;
     b->free_fn = NULL;
     b->opaque = NULL;
+    b->capacity = capacity;
+    b->next = NULL;
     if (zero) memset(b->data, 0, size);
     *out = b;
     return DK_OK;
@@ -73,7 +209,7 @@ void dk_buffer_unref(dk_buffer *b)
      * to the thread that frees. */
     if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1) return;
     if (b->inline_data) {
-        dk_free_aligned(b);
+        if (!cache_put(b)) dk_free_aligned(b);
         return;
     }
     if (b->free_fn) b->free_fn(b->opaque, b->data);

@@ -518,3 +518,45 @@ def test_shared_pool_from_several_python_threads():
         t.join()
     for o in out:
         assert np.array_equal(o, ref)
+
+
+def test_buffer_cache_reuses_large_buffers():
+    settle()
+    assert drivekit.buffer_cache_stats()["limit"] == drivekit.BUFFER_CACHE_DEFAULT
+    base = drivekit.alloc_live()
+    n = 1 << 19  # 2 MiB of float32
+    a = rng.uniform(5, 0, n)
+    ptr = a.data_ptr
+    want = np.asarray(a).copy()
+    del a
+    settle()
+    st = drivekit.buffer_cache_stats()
+    assert st["blocks"] >= 1 and st["bytes"] >= 4 * n
+    assert drivekit.alloc_live() == base  # kept blocks are not live
+    hits = st["hits"]
+    b = rng.uniform(5, 0, n)  # same size: the kept block, with new contents
+    assert b.data_ptr == ptr
+    assert np.array_equal(np.asarray(b), want)
+    assert drivekit.buffer_cache_stats()["hits"] == hits + 1
+    t = torch.from_dlpack(b)
+    del b
+    settle()
+    # A consumer keeps the block out of the cache until it lets go.
+    c = rng.uniform(6, 0, n)
+    assert c.data_ptr != ptr
+    assert torch.equal(t, torch.from_numpy(want))
+    del t, c
+    settle()
+    assert drivekit.alloc_live() == base
+    # 0 frees what is kept and turns the cache off; the default comes back.
+    st = drivekit.set_buffer_cache(0)
+    assert st["previous_limit"] == drivekit.BUFFER_CACHE_DEFAULT
+    assert st["blocks"] == 0 and st["bytes"] == 0 and st["limit"] == 0
+    d = rng.uniform(5, 0, n)
+    del d
+    settle()
+    assert drivekit.buffer_cache_stats()["blocks"] == 0
+    assert drivekit.set_buffer_cache()["limit"] == drivekit.BUFFER_CACHE_DEFAULT
+    for bad in (-1, 1.5, "1", True, None):
+        with pytest.raises(drivekit.InvalidArgumentError):
+            drivekit.set_buffer_cache(bad)
