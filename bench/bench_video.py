@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """drivekit.video against PyAV 10 and the ffmpeg CLI (all on the system FFmpeg
 5.1) on the same inputs, one run. Every row is the fastest of --reps runs
-(default 3), for drivekit and the peers alike.
+(default 3), for drivekit and the peers alike, so both run with warm
+allocators: drivekit's buffer cache hands a repeated call the memory of the
+previous one, as glibc's heap does for PyAV's per-frame arrays.
 
 Corpus (made here with the ffmpeg CLI in a temporary folder): testsrc2
 1600x900, 25 fps, 20 s, H.264 libx264 with 3 B-frames in a pyramid (x264's
@@ -38,8 +40,9 @@ bound, and its ms/pic is about ffmpeg -f null's, i.e. libavcodec's own
 single-thread rate. The GOP-grouped PyAV peer with per-packet NONREF
 skipping decodes the bound too, through the same libavcodec, so at one
 decode thread each only per-picture overhead can differ (the ratio stays
-near 1); with two threads each, drivekit's GOP-parallel requests scale
-better than frame threading. Against per-frame seek-and-decode the ratio
+near 1: no single-threaded decoder can be 1.5x faster than another doing the
+same pictures through the same libavcodec); with two threads each,
+drivekit's GOP-parallel requests scale better than frame threading. Against per-frame seek-and-decode the ratio
 tracks the work ratio, which grows with the number of targets per GOP.
 
     DK_BUILD_DIR=build PYTHONPATH=build/python /usr/bin/python3 bench/bench_video.py
