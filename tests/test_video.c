@@ -1159,6 +1159,24 @@ static void test_threads_and_leaks(void)
     DK_CHECK_EQ_INT(dk_alloc_live(), live0);
 }
 
+static void test_ffmpeg_log_level(void)
+{
+    DK_CHECK_OK(dk_video_set_ffmpeg_log_level("warning"));
+    DK_CHECK_EQ_INT(av_log_get_level(), AV_LOG_WARNING);
+    DK_CHECK_STR(dk_video_ffmpeg_log_level(), "warning");
+    DK_CHECK_OK(dk_video_set_ffmpeg_log_level("trace"));
+    DK_CHECK_EQ_INT(av_log_get_level(), AV_LOG_TRACE);
+    av_log_set_level(AV_LOG_INFO + 1);   /* between names: the quieter one */
+    DK_CHECK_STR(dk_video_ffmpeg_log_level(), "info");
+    DK_CHECK_STATUS(dk_video_set_ffmpeg_log_level("loud"), DK_EINVAL);
+    DK_CHECK_CONTAINS(dk_errmsg(), "unknown level \"loud\"");
+    DK_CHECK_STATUS(dk_video_set_ffmpeg_log_level(NULL), DK_EINVAL);
+    DK_CHECK_EQ_INT(av_log_get_level(), AV_LOG_INFO + 1);   /* unchanged by errors */
+    DK_CHECK_OK(dk_video_set_ffmpeg_log_level("quiet"));
+    DK_CHECK_EQ_INT(av_log_get_level(), AV_LOG_QUIET);
+    DK_CHECK_STR(dk_video_ffmpeg_log_level(), "quiet");
+}
+
 int main(int argc, char **argv)
 {
     av_log_set_level(AV_LOG_QUIET);
@@ -1182,6 +1200,7 @@ int main(int argc, char **argv)
         DK_TEST(test_decoder_threads),
         DK_TEST(test_memory_source),
         DK_TEST(test_threads_and_leaks),
+        DK_TEST(test_ffmpeg_log_level),
     };
     return dk_test_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

@@ -10,7 +10,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <libavutil/log.h>
 
 #include "cli.h"
 
@@ -154,7 +153,7 @@ int main(int argc, char **argv)
 {
     /* FFmpeg's informational chatter (encoder banners, muxer notes) would bury
      * the progress output; the command reports failures itself. */
-    av_log_set_level(AV_LOG_ERROR);
+    dk_video_set_ffmpeg_log_level("error");
     if (argc < 2) {
         print_help(stderr);
         return CLI_USAGE;

@@ -223,6 +223,18 @@ DK_API int dk_video_get_frames_multi(dk_video *const *videos, int n_videos, dk_p
  *  dk_video_get_frames; md5_hex is "" on failure. */
 DK_API int dk_video_frame_md5(dk_video *v, int64_t frame, char md5_hex[33]);
 
+/** Level of FFmpeg's own log messages ("[h264 @ 0x...] error while decoding
+ *  MB ..." on stderr through FFmpeg's default callback): "quiet", "panic",
+ *  "fatal", "error", "warning", "info" (FFmpeg's default), "verbose", "debug"
+ *  or "trace". The level is global to the process and belongs to the
+ *  application: the library never changes it by itself (the drivekit command
+ *  sets "error"). drivekit's return values report damaged frames whatever the
+ *  level. Returns DK_EINVAL for another name (or NULL). */
+DK_API int dk_video_set_ffmpeg_log_level(const char *level);
+/** The current level's name from the list above (a level between two names
+ *  gives the next quieter one). */
+DK_API const char *dk_video_ffmpeg_log_level(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1036,6 +1036,19 @@ static PyObject *py_buffer_cache(PyObject *module, PyObject *args)
                          (long long)s.hits, "previous_limit", (unsigned long long)old);
 }
 
+static PyObject *py_ffmpeg_log_level(PyObject *module, PyObject *args)
+{
+    const char *level = NULL;
+    if (!PyArg_ParseTuple(args, "|z", &level)) return NULL;
+    PyObject *old = PyUnicode_FromString(dk_video_ffmpeg_log_level());
+    if (!old || !level) return old;
+    if (dk_video_set_ffmpeg_log_level(level) != DK_OK) {
+        Py_DECREF(old);
+        return dkpy_invalid(state_of_module(module), "set_ffmpeg_log_level(): %s", dk_errmsg());
+    }
+    return old;
+}
+
 static PyObject *py_status_str(PyObject *module, PyObject *arg)
 {
     (void)module;
@@ -5136,6 +5149,9 @@ static PyMethodDef dkpy_methods[] = {
      "buffer_cache(limit=None) -> dict\n\nSets the byte limit of the buffer cache (released\n"
      "buffers of 1 MiB or more kept for reuse; 0 frees them and turns it off) when limit is\n"
      "given, and returns {limit, bytes, blocks, hits, previous_limit}."},
+    {"ffmpeg_log_level", py_ffmpeg_log_level, METH_VARARGS,
+     "ffmpeg_log_level(level=None) -> str\n\nThe level of FFmpeg's own log messages before\n"
+     "the call; sets it when level is given (dk_video_set_ffmpeg_log_level)."},
     {"status_str", py_status_str, METH_O,
      "status_str(code) -> str\n\nName of a DK_E* status code."},
     {"jpeg_info", py_jpeg_info, METH_O,

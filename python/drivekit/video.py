@@ -40,6 +40,11 @@ the picture the cut goes through (and any that depends on what is missing)
 is a DecodeError, pictures past the cut are out of range (``len(decoder)``
 counts only what the file holds).
 
+FFmpeg prints its own notes on damaged data to stderr (``"[h264 @ 0x...]
+Invalid NAL unit size"``) at its default level; :func:`set_ffmpeg_log_level`
+(``"quiet"``, ``"error"``, ...) sets that process-wide level, which drivekit
+leaves to the application.
+
 Threads: the decoding runs with the GIL released. ``threads=`` is the size of
 the pool that decodes GOPs in parallel (the calling thread included), or a
 :class:`drivekit.Pool` to share; each FFmpeg decoder runs single-threaded
@@ -61,7 +66,30 @@ from concurrent.futures import ThreadPoolExecutor
 from . import _drivekit
 from ._drivekit import InvalidArgumentError, Pool
 
-__all__ = ["Decoder", "MultiDecoder", "OUTPUTS"]
+__all__ = ["Decoder", "MultiDecoder", "OUTPUTS", "set_ffmpeg_log_level", "ffmpeg_log_level"]
+
+FFMPEG_LOG_LEVELS = ("quiet", "panic", "fatal", "error", "warning", "info", "verbose", "debug",
+                     "trace")
+
+
+def set_ffmpeg_log_level(level):
+    """Sets the level of FFmpeg's own messages on stderr (``"[h264 @ 0x...] error
+    while decoding MB ..."``), one of :data:`FFMPEG_LOG_LEVELS`; FFmpeg's default
+    is ``"info"``. The level is global to the process (PyAV and OpenCV share
+    it); drivekit never changes it by itself, and reports damaged frames
+    through its exceptions and statuses at any level. ``"quiet"`` silences
+    FFmpeg entirely. Returns the previous level.
+
+    :raises InvalidArgumentError: an unknown level.
+    """
+    if not isinstance(level, str):
+        raise _invalid(f"set_ffmpeg_log_level(): level must be a str, not {type(level).__name__}")
+    return _drivekit.ffmpeg_log_level(level)
+
+
+def ffmpeg_log_level():
+    """The current level of FFmpeg's own messages (see :func:`set_ffmpeg_log_level`)."""
+    return _drivekit.ffmpeg_log_level()
 
 OUTPUTS = ("rgb", "yuv", "nv12")
 _ERRORS = ("raise", "return")

@@ -44,6 +44,7 @@
 #include <sys/stat.h>
 
 #include <libavutil/imgutils.h>
+#include <libavutil/log.h>
 #include <libavutil/pixdesc.h>
 
 #include "video/video_impl.h"
@@ -1916,4 +1917,38 @@ int dk_video_frame_md5(dk_video *v, int64_t frame, char md5_hex[33])
     if (ret == DK_OK) dk__md5_hex(buf, v->native_bytes, md5_hex);
     dk_free(buf);
     return ret;
+}
+
+/* ------------------------------------------------------------------------ */
+/* FFmpeg's log level                                                        */
+
+static const struct {
+    const char *name;
+    int level;
+} ff_levels[] = {
+    {"quiet", AV_LOG_QUIET}, {"panic", AV_LOG_PANIC},     {"fatal", AV_LOG_FATAL},
+    {"error", AV_LOG_ERROR}, {"warning", AV_LOG_WARNING}, {"info", AV_LOG_INFO},
+    {"verbose", AV_LOG_VERBOSE}, {"debug", AV_LOG_DEBUG}, {"trace", AV_LOG_TRACE},
+};
+
+int dk_video_set_ffmpeg_log_level(const char *level)
+{
+    for (size_t i = 0; level && i < sizeof ff_levels / sizeof ff_levels[0]; i++)
+        if (!strcmp(level, ff_levels[i].name)) {
+            av_log_set_level(ff_levels[i].level);
+            return DK_OK;
+        }
+    return dk__error(DK_EINVAL, __func__,
+                     "unknown level \"%s\" (quiet, panic, fatal, error, warning, info, verbose, "
+                     "debug, trace)",
+                     level ? level : "(null)");
+}
+
+const char *dk_video_ffmpeg_log_level(void)
+{
+    int cur = av_log_get_level();
+    const char *name = ff_levels[0].name;
+    for (size_t i = 0; i < sizeof ff_levels / sizeof ff_levels[0]; i++)
+        if (ff_levels[i].level <= cur) name = ff_levels[i].name;
+    return name;
 }

@@ -380,6 +380,38 @@ def test_truncated_file(corpus):
         assert p.stdout.splitlines() == [f"{i} {want[i]}" for i in range(first)]
 
 
+def test_ffmpeg_log_level(corpus, capfd):
+    # FFmpeg's own stderr messages follow the level set; drivekit's errors do not.
+    import drivekit.video as video
+    before = video.ffmpeg_log_level()
+    assert before in video.FFMPEG_LOG_LEVELS
+    path = corpus.path("trunc.mp4")
+
+    def decode_all():
+        with Decoder(path) as dec:
+            _, status = dec.get_frames(range(len(dec)), errors="return")
+            return [s for s in status if s]
+    try:
+        assert video.set_ffmpeg_log_level("error") == before
+        capfd.readouterr()
+        bad_loud = decode_all()
+        loud = capfd.readouterr().err
+        assert "Invalid NAL unit size" in loud
+        assert video.set_ffmpeg_log_level("quiet") == "error"
+        assert video.ffmpeg_log_level() == "quiet"
+        bad_quiet = decode_all()
+        assert capfd.readouterr().err == ""
+        assert bad_quiet == bad_loud and bad_quiet
+        for bad in ("loud", "", "INFO"):
+            with pytest.raises(drivekit.InvalidArgumentError, match="unknown level"):
+                video.set_ffmpeg_log_level(bad)
+        with pytest.raises(drivekit.InvalidArgumentError):
+            video.set_ffmpeg_log_level(16)
+        assert video.ffmpeg_log_level() == "quiet"
+    finally:
+        video.set_ffmpeg_log_level(before)
+
+
 def test_truncated_moov_at_end(corpus, tmp_path):
     with open(corpus.path("bf2.mp4"), "rb") as f:
         data = f.read()
