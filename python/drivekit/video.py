@@ -66,7 +66,8 @@ from concurrent.futures import ThreadPoolExecutor
 from . import _drivekit
 from ._drivekit import InvalidArgumentError, Pool
 
-__all__ = ["Decoder", "MultiDecoder", "OUTPUTS", "set_ffmpeg_log_level", "ffmpeg_log_level"]
+__all__ = ["Decoder", "MultiDecoder", "OUTPUTS", "FFMPEG_LOG_LEVELS", "set_ffmpeg_log_level",
+           "ffmpeg_log_level"]
 
 FFMPEG_LOG_LEVELS = ("quiet", "panic", "fatal", "error", "warning", "info", "verbose", "debug",
                      "trace")
