@@ -20,6 +20,7 @@
 #include "drivekit/world.h"
 #include "internal.h"
 #include "sim_impl.h"
+#include "world/world_impl.h"
 
 #define BLOCK 8.0               /* ground is generated in blocks of BLOCK x BLOCK m */
 #define PATH_MAX_POINTS 4096    /* the ego path is decimated to at most this many points */
@@ -45,11 +46,6 @@ static const material M_CONCRETE = {{152, 150, 144}, 26};
 static const material M_KERB = {{176, 174, 168}, 30};
 static const material M_WHITE = {{222, 222, 216}, 120};
 static const material M_YELLOW = {{214, 170, 48}, 110};
-
-/* Lidar reflectivity per actor class (the world renderer's). */
-static const float WINDOW[3] = {38, 48, 58};
-static const float DARK[3] = {22, 22, 24};
-static const float SKIN[3] = {196, 150, 120};
 
 /* The world renderer's light: sun direction, ambient and diffuse terms, and
  * the mean of its ground noise factor (0.86 + 0.28 (n - 0.5), n ~ 0.5). */
@@ -515,7 +511,8 @@ static void paint(ctx *c)
 /* ------------------------------------------------------------------------ */
 /* Boxes                                                                     */
 
-enum { BOX_ACTOR = 0, BOX_POLE, BOX_SIGN, BOX_LIGHT };
+enum { BOX_ACTOR = DK__PAINT_BODY, BOX_POLE = DK__PAINT_POLE, BOX_SIGN = DK__PAINT_SIGN,
+       BOX_LIGHT = DK__PAINT_LIGHT };
 
 typedef struct box {
     int kind, cls;
@@ -527,105 +524,6 @@ typedef struct box {
     int32_t actor;
     uint64_t key;            /* random stream of this box */
 } box;
-
-static int is_vehicle(int cls)
-{
-    return cls == DK_CLASS_CAR || cls == DK_CLASS_TRUCK || cls == DK_CLASS_BUS ||
-           cls == DK_CLASS_TRAILER || cls == DK_CLASS_CONSTRUCTION_VEHICLE;
-}
-
-/* Albedo at box point p (box frame) on the face with outward axis `axis`,
- * sign `sg`; *glass set for windows. */
-static void box_albedo(const box *b, int axis, int sg, const double p[3], float out[3], int *glass)
-{
-    const float *c = b->col;
-    double u = p[0] / b->half[0], v = p[1] / b->half[1], w = p[2] / b->half[2];
-    *glass = 0;
-    memcpy(out, c, 3 * sizeof(float));
-    switch (b->kind) {
-    case BOX_POLE: return;
-    case BOX_SIGN:
-        if (axis == 0 && sg > 0) {
-            if (fabs(v) > 0.82 || fabs(w) > 0.82) out[0] = out[1] = out[2] = 232;
-        } else {
-            memcpy(out, b->col2, 3 * sizeof(float));
-        }
-        return;
-    case BOX_LIGHT:
-        if (axis == 0 && sg > 0 && fabs(v) < 0.6) {
-            static const float lamp[3][3] = {{150, 30, 24}, {150, 110, 20}, {60, 230, 120}};
-            for (int i = 0; i < 3; i++) {
-                double dz = (w - (0.6 - 0.6 * i)) * b->half[2], dy = v * b->half[1];
-                if (dz * dz + dy * dy < 0.36 * b->half[1] * b->half[1]) {
-                    memcpy(out, lamp[i], sizeof lamp[i]);
-                    return;
-                }
-            }
-        }
-        return;
-    default: break;
-    }
-    double hx = b->half[0], hz = b->half[2];
-    if (is_vehicle(b->cls)) {
-        if (axis == 1) {   /* wheels */
-            double rw = fmin(0.36, 0.45 * hz), zc = -hz + rw;
-            double xs[2] = {hx - fmin(0.9, 0.3 * hx), -hx + fmin(0.9, 0.3 * hx)};
-            for (int i = 0; i < 2; i++) {
-                double dx = p[0] - xs[i], dz = p[2] - zc;
-                if (dx * dx + dz * dz < rw * rw) {
-                    memcpy(out, DARK, sizeof DARK);
-                    if (dx * dx + dz * dz < 0.25 * rw * rw) out[0] = out[1] = out[2] = 120;
-                    return;
-                }
-            }
-        }
-        if (w < -0.85 && axis != 2) {   /* sills */
-            for (int k = 0; k < 3; k++) out[k] = 0.45f * c[k];
-            return;
-        }
-        int win = 0;
-        if (b->cls == DK_CLASS_CAR) {
-            win = axis != 2 && w > 0.18 && w < 0.82 && (axis == 0 ? fabs(v) < 0.86 : fabs(u) < 0.78);
-        } else if (b->cls == DK_CLASS_BUS) {
-            win = axis != 2 && w > -0.05 && w < 0.7 && (axis == 0 ? fabs(v) < 0.9 : fabs(u) < 0.93);
-        } else if (b->cls == DK_CLASS_TRUCK || b->cls == DK_CLASS_CONSTRUCTION_VEHICLE) {
-            double cab = hx - fmin(2.2, 0.5 * hx);
-            int in_cab = p[0] > cab;
-            if (!in_cab && b->cls == DK_CLASS_TRUCK) memcpy(out, b->col2, 3 * sizeof(float));
-            win = in_cab && w > 0.25 && w < 0.8 &&
-                  ((axis == 0 && sg > 0 && fabs(v) < 0.88) || (axis == 1 && p[0] > cab + 0.2));
-        }
-        if (win) {
-            double g = (w - 0.2) * 1.6;
-            g = g <= 0 ? 0 : g >= 1 ? 1 : g * g * (3 - 2 * g);
-            const float *base = b->cls == DK_CLASS_TRUCK ? WINDOW : b->col2;
-            out[0] = (float)(base[0] + 30 * g);
-            out[1] = (float)(base[1] + 38 * g);
-            out[2] = (float)(base[2] + 48 * g);
-            *glass = 1;
-        }
-        return;
-    }
-    switch (b->cls) {
-    case DK_CLASS_PEDESTRIAN:
-        if (w > 0.72) memcpy(out, SKIN, sizeof SKIN);
-        else if (w < -0.08) memcpy(out, b->col2, 3 * sizeof(float));
-        return;
-    case DK_CLASS_BICYCLE:
-    case DK_CLASS_MOTORCYCLE:
-        if (w > 0.78) memcpy(out, b->cls == DK_CLASS_MOTORCYCLE ? DARK : SKIN, 3 * sizeof(float));
-        else if (w < -0.2) memcpy(out, b->cls == DK_CLASS_MOTORCYCLE ? c : DARK, 3 * sizeof(float));
-        else if (b->cls == DK_CLASS_MOTORCYCLE) memcpy(out, b->col2, 3 * sizeof(float));
-        return;
-    case DK_CLASS_TRAFFIC_CONE:
-        if (w > -0.1 && w < 0.3) memcpy(out, b->col2, 3 * sizeof(float));
-        if (w < -0.85) out[0] = out[1] = out[2] = 30;
-        return;
-    default:
-        if ((int)floor((p[0] + p[1] + 10.0) * 2.0) & 1) memcpy(out, b->col2, 3 * sizeof(float));
-        return;
-    }
-}
 
 /* Cells along a face side of length len (at least one, at most 1e6). */
 static int64_t cells(double len, double per_m)
@@ -671,8 +569,10 @@ static void emit_box(ctx *c, const box *b)
                     p[ua] = -b->half[ua] + (i + 0.5 + 0.3 * (dk_rng_uniform_f64(&r) - 0.5)) * du;
                     p[va] = -b->half[va] + (j + 0.5 + 0.3 * (dk_rng_uniform_f64(&r) - 0.5)) * dv;
                     float alb[3];
-                    int glass;
-                    box_albedo(b, axis, sg, p, alb, &glass);
+                    const float hf[3] = {(float)b->half[0], (float)b->half[1], (float)b->half[2]};
+                    const float pf[3] = {(float)p[0], (float)p[1], (float)p[2]};
+                    int glass = dk__world_box_paint(b->kind, b->cls, hf, b->col, b->col2, axis, sg,
+                                                    pf, alb);
                     gauss g;
                     mat_vec(b->rbw, p, g.p);
                     for (int k = 0; k < 3; k++) g.p[k] += b->c[k];

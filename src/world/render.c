@@ -39,7 +39,8 @@ static const double PI = 3.14159265358979323846;
 /* ------------------------------------------------------------------------ */
 /* Materials and colours                                                     */
 
-enum { MAT_ACTOR = 0, MAT_POLE, MAT_SIGN, MAT_LIGHT };
+enum { MAT_ACTOR = DK__PAINT_BODY, MAT_POLE = DK__PAINT_POLE, MAT_SIGN = DK__PAINT_SIGN,
+       MAT_LIGHT = DK__PAINT_LIGHT };
 
 /* Ground texel: R, G, B albedo and the lidar reflectivity, packed RGBA8. */
 #define PACK(r, g, b, m) ((uint32_t)(r) | ((uint32_t)(g) << 8) | ((uint32_t)(b) << 16) | ((uint32_t)(m) << 24))
@@ -1186,42 +1187,42 @@ static inline float smooth01(float x)
     return x <= 0 ? 0 : x >= 1 ? 1 : x * x * (3 - 2 * x);
 }
 
-/* Base colour of a box at local point p (box frame, metres) on face f. */
-static void box_albedo(const rbox *b, int f, const float p[3], float out[3])
+int dk__world_box_paint(int kind, int cls, const float half[3], const float col[3],
+                        const float col2[3], int axis, int sign, const float p[3], float out[3])
 {
-    const float *c = b->col;
-    int axis = f >> 1;
-    float u = p[0] / b->half[0], v = p[1] / b->half[1], w = p[2] / b->half[2];
+    const float *c = col;
+    float u = p[0] / half[0], v = p[1] / half[1], w = p[2] / half[2];
     static const float dark[3] = {22, 22, 24};
     static const float skin[3] = {196, 150, 120};
+    static const float truck_glass[3] = {38, 48, 58};
     memcpy(out, c, 3 * sizeof(float));
-    switch (b->mat) {
-    case MAT_POLE: return;
-    case MAT_SIGN:
-        if (axis == 0 && (f & 1)) {
+    switch (kind) {
+    case DK__PAINT_POLE: return 0;
+    case DK__PAINT_SIGN:
+        if (axis == 0 && sign > 0) {
             /* front face: coloured with a white border */
             if (fabsf(v) > 0.82f || fabsf(w) > 0.82f) out[0] = out[1] = out[2] = 232;
         } else {
-            memcpy(out, b->col2, 3 * sizeof(float));
+            memcpy(out, col2, 3 * sizeof(float));
         }
-        return;
-    case MAT_LIGHT:
-        if (axis == 0 && (f & 1) && fabsf(v) < 0.6f) {
+        return 0;
+    case DK__PAINT_LIGHT:
+        if (axis == 0 && sign > 0 && fabsf(v) < 0.6f) {
             static const float lamp[3][3] = {{150, 30, 24}, {150, 110, 20}, {60, 230, 120}};
             for (int i = 0; i < 3; i++) {
                 float wc = 0.6f - 0.6f * (float)i;
-                float dz = (w - wc) * b->half[2], dy = v * b->half[1];
-                if (dz * dz + dy * dy < 0.09f * b->half[1] * b->half[1] * 4) {
+                float dz = (w - wc) * half[2], dy = v * half[1];
+                if (dz * dz + dy * dy < 0.09f * half[1] * half[1] * 4) {
                     memcpy(out, lamp[i], sizeof lamp[i]);
-                    return;
+                    return 0;
                 }
             }
         }
-        return;
+        return 0;
     default: break;
     }
-    float hx = b->half[0], hz = b->half[2];
-    switch (b->cls) {
+    float hx = half[0], hz = half[2];
+    switch (cls) {
     case DK_CLASS_CAR:
     case DK_CLASS_BUS:
     case DK_CLASS_TRUCK:
@@ -1237,59 +1238,58 @@ static void box_albedo(const rbox *b, int f, const float p[3], float out[3])
                 if (dx * dx + dz * dz < rw * rw) {
                     memcpy(out, dark, sizeof dark);
                     if (dx * dx + dz * dz < 0.25f * rw * rw) out[0] = out[1] = out[2] = 120;
-                    return;
+                    return 0;
                 }
             }
         }
         if (w < -0.85f && axis != 2) {
             for (int k = 0; k < 3; k++) out[k] = 0.45f * c[k];
-            return;
+            return 0;
         }
         int win = 0;
-        if (b->cls == DK_CLASS_CAR) {
-            win = axis != 2 && w > 0.18f && w < 0.82f && (axis == 0 ? fabsf(v) < 0.86f : fabsf(u) < 0.78f);
-        } else if (b->cls == DK_CLASS_BUS) {
-            win = axis != 2 && w > -0.05f && w < 0.7f && (axis == 0 ? fabsf(v) < 0.9f : fabsf(u) < 0.93f);
-        } else if (b->cls == DK_CLASS_TRUCK || b->cls == DK_CLASS_CONSTRUCTION_VEHICLE) {
+        if (cls == DK_CLASS_CAR) {
+            win = axis != 2 && w > 0.18f && w < 0.82f &&
+                  (axis == 0 ? fabsf(v) < 0.86f : fabsf(u) < 0.78f);
+        } else if (cls == DK_CLASS_BUS) {
+            win = axis != 2 && w > -0.05f && w < 0.7f &&
+                  (axis == 0 ? fabsf(v) < 0.9f : fabsf(u) < 0.93f);
+        } else if (cls == DK_CLASS_TRUCK || cls == DK_CLASS_CONSTRUCTION_VEHICLE) {
             float cab = hx - fminf(2.2f, 0.5f * hx);
             int in_cab = p[0] > cab;
-            if (!in_cab && b->cls == DK_CLASS_TRUCK) memcpy(out, b->col2, 3 * sizeof(float));
+            if (!in_cab && cls == DK_CLASS_TRUCK) memcpy(out, col2, 3 * sizeof(float));
             win = in_cab && w > 0.25f && w < 0.8f &&
-                  ((axis == 0 && (f & 1) && fabsf(v) < 0.88f) || (axis == 1 && p[0] > cab + 0.2f));
+                  ((axis == 0 && sign > 0 && fabsf(v) < 0.88f) || (axis == 1 && p[0] > cab + 0.2f));
         }
-        if (win) {
-            /* glass reflects a little sky towards the top */
-            float g = smooth01((w - 0.2f) * 1.6f);
-            out[0] = b->col2[0] + 30 * g;
-            out[1] = b->col2[1] + 38 * g;
-            out[2] = b->col2[2] + 48 * g;
-            if (b->cls == DK_CLASS_TRUCK) {
-                out[0] = 38 + 30 * g; out[1] = 48 + 38 * g; out[2] = 58 + 48 * g;
-            }
-        }
-        return;
+        if (!win) return 0;
+        /* glass reflects a little sky towards the top */
+        float g = smooth01((w - 0.2f) * 1.6f);
+        const float *base = cls == DK_CLASS_TRUCK ? truck_glass : col2;
+        out[0] = base[0] + 30 * g;
+        out[1] = base[1] + 38 * g;
+        out[2] = base[2] + 48 * g;
+        return 1;
     }
     case DK_CLASS_PEDESTRIAN:
         if (w > 0.72f) memcpy(out, skin, sizeof skin);
-        else if (w < -0.08f) memcpy(out, b->col2, 3 * sizeof(float));
-        return;
+        else if (w < -0.08f) memcpy(out, col2, 3 * sizeof(float));
+        return 0;
     case DK_CLASS_BICYCLE:
     case DK_CLASS_MOTORCYCLE:
-        if (w > 0.78f) memcpy(out, b->cls == DK_CLASS_MOTORCYCLE ? dark : skin, 3 * sizeof(float));
+        if (w > 0.78f) memcpy(out, cls == DK_CLASS_MOTORCYCLE ? dark : skin, 3 * sizeof(float));
         else if (w < -0.2f) {
-            if (b->cls == DK_CLASS_MOTORCYCLE) memcpy(out, c, 3 * sizeof(float));
+            if (cls == DK_CLASS_MOTORCYCLE) memcpy(out, c, 3 * sizeof(float));
             else memcpy(out, dark, sizeof dark);
-        } else if (b->cls == DK_CLASS_MOTORCYCLE) memcpy(out, b->col2, 3 * sizeof(float));
-        return;
+        } else if (cls == DK_CLASS_MOTORCYCLE) memcpy(out, col2, 3 * sizeof(float));
+        return 0;
     case DK_CLASS_TRAFFIC_CONE:
-        if (w > -0.1f && w < 0.3f) memcpy(out, b->col2, 3 * sizeof(float));
+        if (w > -0.1f && w < 0.3f) memcpy(out, col2, 3 * sizeof(float));
         if (w < -0.85f) out[0] = out[1] = out[2] = 30;
-        return;
+        return 0;
     case DK_CLASS_BARRIER:
+        if ((int)floorf((p[0] + p[1] + 10.f) * 2.f) & 1) memcpy(out, col2, 3 * sizeof(float));
+        return 0;
     default:
-        if (b->cls == DK_CLASS_BARRIER && ((int)floorf((p[0] + p[1] + 10.f) * 2.f) & 1))
-            memcpy(out, b->col2, 3 * sizeof(float));
-        return;
+        return 0;
     }
 }
 
@@ -1504,7 +1504,8 @@ static void shade_row(const cam_job *J, int y, const cam_slot *slot0, int sx, co
                                sl->rcw[3 * k + 2] * ma[2]);
             float ndl = nw[0] * L[0] + nw[1] * L[1] + nw[2] * L[2];
             float lum = AMBIENT + DIFFUSE * (ndl > 0 ? ndl : 0) + 0.08f * nw[2];
-            box_albedo(b, f, p, col);
+            dk__world_box_paint(b->mat, b->cls, b->half, b->col, b->col2, f >> 1, (f & 1) ? 1 : -1,
+                                p, col);
             for (int k = 0; k < 3; k++) col[k] *= lum;
         }
         float fog;

@@ -22,6 +22,22 @@ dk_pose dk__ego_box_pose(const dk_scenario *s, double t);
 /* Is point p (world frame) inside the box pose/size (inclusive)? */
 int dk__point_in_box(const dk_pose *box_to_world, const double size[3], const double p[3]);
 
+/* ---- Box surface paint (render.c) ---------------------------------------- */
+
+/* What a box is, for its paint. */
+enum { DK__PAINT_BODY = 0, DK__PAINT_POLE, DK__PAINT_SIGN, DK__PAINT_LIGHT };
+
+/* Albedo (RGB, 0..255) of a box at point p (box frame: x forward, y left,
+ * z up, metres from the centre) on the face whose outward normal is `sign`
+ * (+1 or -1) times box axis `axis`, as the world renderer paints it: wheels,
+ * sills and windows of vehicles, heads and trousers, cone stripes, barrier
+ * stripes, sign borders, signal lamps. cls is a DK_CLASS_* or -1; col and col2
+ * are the base and secondary colours (dk_world_actor_style, or the map
+ * layer's). Returns 1 where the point is glass. Also used by src/sim to give
+ * scenes built from scenarios the same paint. */
+int dk__world_box_paint(int kind, int cls, const float half[3], const float col[3],
+                        const float col2[3], int axis, int sign, const float p[3], float out[3]);
+
 /* ---- Scenario internals (scenario.c) ------------------------------------ */
 
 /* Appends without checking anything (the caller validates the whole scenario
