@@ -22,6 +22,11 @@ int dk__verror(int status, const char *func, const char *fmt, va_list ap) DK_PRI
  * whatever the inner call said (a missing field, a wrong type, a number out of
  * range are all malformed input), except DK_ENOMEM. Returns the new status. */
 int dk__reraise_invalid(int status, const char *func);
+/* DK_EINVALIDDATA with "func(): name: path: message", path being the JSON
+ * path of the offending value ("(root)" when NULL or empty): the error of a
+ * reader of JSON documents (scenarios, actor tracks). */
+int dk__json_invalid(const char *func, const char *name, const char *path, const char *fmt, ...)
+    DK_PRINTF(4, 5);
 
 /* Blocks held by the buffer cache (not counted as live by dk_alloc_live),
  * and freeing them all (dk_set_allocator does before switching). */

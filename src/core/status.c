@@ -100,3 +100,14 @@ _Noreturn void dk__assert_fail(const char *expr, const char *file, int line)
     dk_log(DK_LOG_ERROR, "internal assertion failed: %s (%s:%d)", expr, file, line);
     abort();
 }
+
+int dk__json_invalid(const char *func, const char *name, const char *path, const char *fmt, ...)
+{
+    char msg[DK_ERRMSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return dk__error(DK_EINVALIDDATA, func, "%s: %s: %s", name, path && path[0] ? path : "(root)",
+                     msg);
+}

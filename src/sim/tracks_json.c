@@ -114,17 +114,8 @@ static int rethrow(const rd *r, int st)
     return dk__reraise_invalid(st, r->func);
 }
 
-DK_PRINTF(3, 4)
-static int fail(const rd *r, const char *path, const char *fmt, ...)
-{
-    char msg[DK_ERRMSG_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return dk__error(DK_EINVALIDDATA, r->func, "%s: %s: %s", r->name,
-                     path && path[0] ? path : "(root)", msg);
-}
+/* DK_EINVALIDDATA naming the document and the JSON path of the value. */
+#define fail(r, path, ...) dk__json_invalid((r)->func, (r)->name, (path), __VA_ARGS__)
 
 static int read_actor(const rd *r, const dk_json_cur *a, dk_scene *tmp, double **times_buf,
                       dk_pose **poses_buf, size_t *cap)

@@ -112,17 +112,13 @@ static int rethrow(const rd *r, int st)
     return dk__reraise_invalid(st, r->func);
 }
 
-DK_PRINTF(3, 4)
-static int fail(const rd *r, const dk_json_cur *c, const char *fmt, ...)
+static const char *cur_path(const dk_json_cur *c)
 {
-    char msg[DK_ERRMSG_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return dk__error(DK_EINVALIDDATA, r->func, "%s: %s: %s", r->name,
-                     c && c->path[0] ? c->path : "(root)", msg);
+    return c ? c->path : NULL;
 }
+
+/* DK_EINVALIDDATA naming the document and the JSON path of cursor c. */
+#define fail(r, c, ...) dk__json_invalid((r)->func, (r)->name, cur_path(c), __VA_ARGS__)
 
 static int oom(const rd *r)
 {
