@@ -680,6 +680,46 @@ static void test_frame_cache(void)
     dk_video_close(v);
 }
 
+/* A request bigger than a quarter of the frame cache caches its first frames
+ * (file order), whichever worker finishes first: the same on every run. */
+static void test_frame_cache_choice(void)
+{
+    NEED_CORPUS();
+    dk_pool_config pc;
+    dk_pool_config_init(&pc);
+    pc.n_threads = 3;
+    dk_pool *pool;
+    DK_CHECK_OK(dk_pool_create(&pc, &pool));
+    int64_t want[24];
+    for (int i = 0; i < 24; i++) want[i] = 145 - 6 * i;   /* 145 .. 7: many GOPs, descending */
+    for (int rep = 0; rep < 4; rep++) {
+        dk_video_config cfg = cfg_native();
+        dk_video *v;
+        DK_CHECK_OK(dk_video_open(cpath("bf3p.mp4"), &cfg, &v));
+        size_t fb = dk_video_frame_bytes(v);
+        dk_video_close(v);
+        cfg.frame_cache_bytes = 4 * 5 * fb + fb / 2;   /* a quarter holds 5 frames */
+        DK_CHECK_OK(dk_video_open(cpath("bf3p.mp4"), &cfg, &v));
+        dk_tensor t;
+        DK_CHECK_OK(dk_video_get_frames(v, pool, want, 24, &t, NULL));
+        dk_tensor_release(&t);
+        /* Exactly the 5 lowest frames are cached (checked lowest first: the
+           frames the checks decode are cached in turn and evict the oldest). */
+        for (int i = 23; i >= 0; i--) {
+            dk_video_stats a, b;
+            dk_video_get_stats(v, &a);
+            DK_CHECK_OK(dk_video_get_frames(v, NULL, &want[i], 1, &t, NULL));
+            dk_tensor_release(&t);
+            dk_video_get_stats(v, &b);
+            int hit = b.frame_cache_hits > a.frame_cache_hits;
+            if (hit != (want[i] < 37)) DK_FAIL_("rep %d: frame %lld cached: %d", rep,
+                                                (long long)want[i], hit);
+        }
+        dk_video_close(v);
+    }
+    dk_pool_destroy(pool);
+}
+
 static const char *const g_multi[] = {"bf0.mp4", "bf2.mp4", "bf3p.mp4", "og264.mp4", "x265.mp4",
                                       "bf2.mkv"};
 
@@ -1191,6 +1231,7 @@ int main(int argc, char **argv)
         DK_TEST(test_nv12_and_resize),
         DK_TEST(test_lru_spares),
         DK_TEST(test_frame_cache),
+        DK_TEST(test_frame_cache_choice),
         DK_TEST(test_multi),
         DK_TEST(test_index_persistence),
         DK_TEST(test_truncated),

@@ -1044,7 +1044,9 @@ static PyObject *py_ffmpeg_log_level(PyObject *module, PyObject *args)
     if (!old || !level) return old;
     if (dk_video_set_ffmpeg_log_level(level) != DK_OK) {
         Py_DECREF(old);
-        return dkpy_invalid(state_of_module(module), "set_ffmpeg_log_level(): %s", dk_errmsg());
+        return dkpy_invalid(state_of_module(module), "set_ffmpeg_log_level(): unknown level %R (quiet, panic, fatal, "
+                            "error, warning, info, verbose, debug, trace)",
+                            PyTuple_GET_ITEM(args, 0));
     }
     return old;
 }

@@ -75,19 +75,21 @@ static dk_buffer *cache_shrink_locked(size_t limit)
         dk_buffer *b = *p;
         *p = NULL;
         g_cache_bytes -= b->capacity;
-        g_cache_blocks--;
-        atomic_fetch_sub_explicit(&g_cache_blocks_atomic, 1, memory_order_relaxed);
+        g_cache_blocks--;   /* g_cache_blocks_atomic drops once the block is freed */
         b->next = out;
         out = b;
     }
     return out;
 }
 
+/* Frees blocks unlinked by cache_shrink_locked; dk_alloc_live never counts
+ * them twice in between. */
 static void free_list(dk_buffer *b)
 {
     while (b) {
         dk_buffer *n = b->next;
         dk_free_aligned(b);
+        atomic_fetch_sub_explicit(&g_cache_blocks_atomic, 1, memory_order_relaxed);
         b = n;
     }
 }

@@ -536,6 +536,7 @@ static int64_t cells(double len, double per_m)
 static void emit_box(ctx *c, const box *b)
 {
     const double per_m = sqrt(c->cfg.object_density);
+    const float hf[3] = {(float)b->half[0], (float)b->half[1], (float)b->half[2]};
     for (int axis = 0; axis < 3; axis++) {
         int ua = (axis + 1) % 3, va = (axis + 2) % 3;
         int64_t nu = cells(2 * b->half[ua], per_m), nv = cells(2 * b->half[va], per_m);
@@ -569,7 +570,6 @@ static void emit_box(ctx *c, const box *b)
                     p[ua] = -b->half[ua] + (i + 0.5 + 0.3 * (dk_rng_uniform_f64(&r) - 0.5)) * du;
                     p[va] = -b->half[va] + (j + 0.5 + 0.3 * (dk_rng_uniform_f64(&r) - 0.5)) * dv;
                     float alb[3];
-                    const float hf[3] = {(float)b->half[0], (float)b->half[1], (float)b->half[2]};
                     const float pf[3] = {(float)p[0], (float)p[1], (float)p[2]};
                     int glass = dk__world_box_paint(b->kind, b->cls, hf, b->col, b->col2, axis, sg,
                                                     pf, alb);

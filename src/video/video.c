@@ -621,6 +621,7 @@ typedef struct vtarget {
     int64_t i0, i1;            /* its items: order[i0..i1); empty for read-ahead */
     uint8_t *dst;
     dk_buffer *buf;            /* read-ahead: the cache buffer it decodes into */
+    int cache;                 /* a copy goes to the frame cache when sound */
     int status;
     const char *why;
     int got;
@@ -647,7 +648,6 @@ typedef struct vreq {
     vrun *runs;
     int64_t n_runs;
     int64_t next_run;          /* atomic cursor of the workers */
-    int64_t cache_budget;      /* atomic: bytes of returned frames left to cache */
 } vreq;
 
 static uint64_t fkey(dk_video_output out, int64_t frame)
@@ -803,9 +803,9 @@ static void fail_pending(runctx *c, int status, const char *why)
 }
 
 /* Puts the sound pictures of a finished run into the frame cache: the
- * read-ahead ones (decoded into cache buffers), and copies of requested ones
- * while the request's budget lasts. Runs on the worker, so the copies are
- * made in parallel. */
+ * read-ahead ones (decoded into cache buffers), and copies of the requested
+ * ones the plan chose. Runs on the worker, so the copies are made in
+ * parallel. */
 static void cache_run(vreq *rq, const vrun *run)
 {
     dk_video *v = rq->v;
@@ -817,9 +817,7 @@ static void cache_run(vreq *rq, const vrun *run)
             if (t->buf) dk__lru_put(v->fcache, fkey(rq->out, t->frame), t->buf, rq->fbytes);
             continue;
         }
-        int64_t left = __atomic_sub_fetch(&rq->cache_budget, (int64_t)rq->fbytes,
-                                          __ATOMIC_RELAXED);
-        if (left < 0) continue;
+        if (!t->cache) continue;
         dk_buffer *b = dk__lru_take_spare(v->fcache, rq->fbytes);
         if (b || dk_buffer_alloc(rq->fbytes, 0, &b) == DK_OK) {
             memcpy(dk_buffer_data(b), t->dst, rq->fbytes);
@@ -1124,8 +1122,10 @@ static int plan(vreq *rq, int pool_size)
     rq->runs = dk_calloc((size_t)n_groups, sizeof *rq->runs);
     if (!rq->runs) return DK_ENOMEM;
     /* One worker: consecutive groups form one forward pass (no seek between
-       them). Several: a run per group (unless groups overlap), so the
-       workers, taking the costliest runs first, finish together. */
+       them), and with frame-threaded decoders groups a few reference pictures
+       apart too (slack). Several: a run per group (unless groups overlap),
+       so the workers, taking the costliest runs first, finish together; the
+       seek and flush this costs per group are small next to a GOP's decode. */
     int nw = pool_size < v->cfg.max_decoders ? pool_size : v->cfg.max_decoders;
     int64_t max_groups = nw <= 1 ? INT64_MAX : 1;
     int64_t slack = 0;
@@ -1271,15 +1271,20 @@ static int engine(const char *fn, dk_video *const *videos, int n_videos, dk_pool
         vreq *rq = &rqs[j];
         if (!rq->n_order) continue;
         qsort_r(rq->order, (size_t)rq->n_order, sizeof *rq->order, cmp_i64_by_frame, items);
-        /* A request bigger than the cache would only churn it: its frames are
-           cached up to a quarter of the capacity. A sequential reader will
-           not ask for the frames it just got again: only its read-ahead
-           frames are cached. */
-        rq->cache_budget = rq->sequential ? 0 : (int64_t)(rq->v->cfg.frame_cache_bytes / 4);
         if (plan(rq, psize) != DK_OK) {
             hard = DK_ENOMEM;
             break;
         }
+        /* A request bigger than the cache would only churn it: its first
+           frames are cached, up to a quarter of the capacity. A sequential
+           reader will not ask for the frames it just got again: only its
+           read-ahead frames are cached. */
+        size_t budget = rq->sequential ? 0 : rq->v->cfg.frame_cache_bytes / 4;
+        for (int64_t k = 0; k < rq->n_tg && budget >= rq->fbytes; k++)
+            if (rq->tg[k].i1 > rq->tg[k].i0) {
+                rq->tg[k].cache = 1;
+                budget -= rq->fbytes;
+            }
     }
     if (hard == DK_OK) {
         dk_pool_group g;

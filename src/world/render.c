@@ -1187,8 +1187,10 @@ static inline float smooth01(float x)
     return x <= 0 ? 0 : x >= 1 ? 1 : x * x * (3 - 2 * x);
 }
 
-int dk__world_box_paint(int kind, int cls, const float half[3], const float col[3],
-                        const float col2[3], int axis, int sign, const float p[3], float out[3])
+/* dk__world_box_paint, inlined into the shading loop. */
+static inline int box_paint(int kind, int cls, const float half[3], const float col[3],
+                            const float col2[3], int axis, int sign, const float p[3],
+                            float out[3])
 {
     const float *c = col;
     float u = p[0] / half[0], v = p[1] / half[1], w = p[2] / half[2];
@@ -1291,6 +1293,12 @@ int dk__world_box_paint(int kind, int cls, const float half[3], const float col[
     default:
         return 0;
     }
+}
+
+int dk__world_box_paint(int kind, int cls, const float half[3], const float col[3],
+                        const float col2[3], int axis, int sign, const float p[3], float out[3])
+{
+    return box_paint(kind, cls, half, col, col2, axis, sign, p, out);
 }
 
 static inline uint8_t to_u8(float v)
@@ -1504,8 +1512,7 @@ static void shade_row(const cam_job *J, int y, const cam_slot *slot0, int sx, co
                                sl->rcw[3 * k + 2] * ma[2]);
             float ndl = nw[0] * L[0] + nw[1] * L[1] + nw[2] * L[2];
             float lum = AMBIENT + DIFFUSE * (ndl > 0 ? ndl : 0) + 0.08f * nw[2];
-            dk__world_box_paint(b->mat, b->cls, b->half, b->col, b->col2, f >> 1, (f & 1) ? 1 : -1,
-                                p, col);
+            box_paint(b->mat, b->cls, b->half, b->col, b->col2, f >> 1, (f & 1) ? 1 : -1, p, col);
             for (int k = 0; k < 3; k++) col[k] *= lum;
         }
         float fog;
