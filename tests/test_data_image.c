@@ -1705,6 +1705,41 @@ static void test_image_video_source(void)
         dk_group_destroy(g);
         DK_FAIL_("%s", dk_errmsg());
     }
+    /* Many videos: at most DK__MAX_OPEN_VIDEOS stay open, and a video closed
+       on the way opens again with the same frames. */
+    {
+        enum { NV = DK__MAX_OPEN_VIDEOS + 8 };
+        uint8_t *clip;
+        size_t clip_n;
+        DK_CHECK_OK(dk_file_read(clean, &clip, &clip_n));
+        char paths[NV][512];
+        uint8_t *first = NULL;
+        for (int k = 0; k <= NV && !st; k++) {
+            int j = k % NV;   /* the last run asks for the first video again */
+            if (k < NV) {
+                snprintf(paths[j], sizeof paths[j], "%s.%d.mp4", clean, j);
+                DK_CHECK_OK(dk_file_write(paths[j], clip, clip_n));
+            }
+            DK_CHECK_OK(dk_sample_init(&x, dk_group_id_limit(g)));
+            dk_sample_set_string(&x, vid, paths[j]);
+            dk_sample_set_copy(&x, fid, DK_I64, 0, one, &fr);
+            st = dk_pipeline_run(p, &x, "many");
+            if (!st && k == 0) {
+                first = dk_malloc(160 * 96 * 3);
+                DK_CHECK(first != NULL);
+                memcpy(first, x.values[im].data, 160 * 96 * 3);
+            } else if (!st && first) {
+                DK_CHECK(!memcmp(first, x.values[im].data, 160 * 96 * 3));
+            }
+            dk_sample_free(&x);
+            DK_CHECK(dk__pipeline_open_videos(p) <= DK__MAX_OPEN_VIDEOS);
+        }
+        DK_CHECK_OK(st);
+        DK_CHECK_EQ_INT(dk__pipeline_open_videos(p), DK__MAX_OPEN_VIDEOS);
+        for (int j = 0; j < NV; j++) remove(paths[j]);
+        dk_free(first);
+        dk_free(clip);
+    }
     /* A damaged frame: an error naming the file, the frame and the sample. */
     if (bad_frame >= 0) {
         DK_CHECK_OK(dk_sample_init(&x, dk_group_id_limit(g)));

@@ -545,7 +545,9 @@ typedef enum dk_image_source {
                                    string is non-empty and the frame >= 0,
                                    else the file */
     DK_IMAGE_SOURCE_FILE = 1,   /* JPEG or PNG file (told apart by signature) */
-    DK_IMAGE_SOURCE_VIDEO = 2,  /* frame of a video (opened once per pipeline) */
+    DK_IMAGE_SOURCE_VIDEO = 2,  /* frame of a video; a pipeline keeps up to 32
+                                   videos open (least recently used closed
+                                   first), without decoded-frame cache */
 } dk_image_source;
 
 typedef struct dk_image_decode_config {

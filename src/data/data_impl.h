@@ -19,11 +19,20 @@ typedef struct dk__step_ctx {
     struct dk__video_cache *videos;  /* the pipeline's open videos */
 } dk__step_ctx;
 
-/* Open videos shared by a pipeline's runs (thread-safe): the handle for a
- * path, opened on first use and kept until the pipeline is destroyed.
- * dk_video handles are thread-safe. */
+/* Open videos shared by a pipeline's runs (thread-safe): get returns the
+ * handle for a path, opened on first use, and holds it until put. At most
+ * DK__MAX_OPEN_VIDEOS handles stay open: beyond that the least recently used
+ * one nobody holds is closed. The handles keep no decoded-frame cache and a
+ * small packet cache (a sample asks for each frame once; per-handle caches
+ * times thousands of videos would have no bound). dk_video handles are
+ * thread-safe. */
+#define DK__MAX_OPEN_VIDEOS 32
 typedef struct dk__video_cache dk__video_cache;
 int dk__video_cache_get(dk__video_cache *vc, const char *path, dk_video **out);
+void dk__video_cache_put(dk__video_cache *vc, dk_video *v);
+/* Handles open now (for tests). */
+int dk__video_cache_open_count(dk__video_cache *vc);
+int dk__pipeline_open_videos(const dk_pipeline *p);
 
 /* Scratch blocks recycled by a pipeline's runs (file bytes, decoded
  * windows): get returns a block of at least `size` bytes (NULL when out of

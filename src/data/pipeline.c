@@ -281,11 +281,18 @@ static void plans_free(dk__image_plans *ps)
 #define SCRATCH_SLOTS 32
 #define SCRATCH_HEAD 64   /* block header: its capacity; keeps the data aligned */
 
+typedef struct vc_entry {
+    char *path;
+    dk_video *video;
+    int holds;                 /* gets not yet put */
+    uint64_t used;             /* tick of the last get */
+} vc_entry;
+
 struct dk__video_cache {
     pthread_mutex_t mu;
     int n, cap;
-    char **paths;
-    dk_video **videos;
+    vc_entry *e;
+    uint64_t tick;
     int n_scratch;
     void *scratch[SCRATCH_SLOTS];   /* blocks (header included) */
 };
@@ -364,11 +371,10 @@ static void vcache_destroy(dk__video_cache *vc)
 {
     if (!vc) return;
     for (int i = 0; i < vc->n; i++) {
-        dk_free(vc->paths[i]);
-        dk_video_close(vc->videos[i]);
+        dk_free(vc->e[i].path);
+        dk_video_close(vc->e[i].video);
     }
-    dk_free(vc->paths);
-    dk_free(vc->videos);
+    dk_free(vc->e);
     for (int i = 0; i < vc->n_scratch; i++) dk_free(vc->scratch[i]);
     pthread_mutex_destroy(&vc->mu);
     dk_free(vc);
@@ -378,28 +384,45 @@ int dk__video_cache_get(dk__video_cache *vc, const char *path, dk_video **out)
 {
     pthread_mutex_lock(&vc->mu);
     for (int i = 0; i < vc->n; i++)
-        if (!strcmp(vc->paths[i], path)) {
-            *out = vc->videos[i];
+        if (!strcmp(vc->e[i].path, path)) {
+            vc->e[i].holds++;
+            vc->e[i].used = ++vc->tick;
+            *out = vc->e[i].video;
             pthread_mutex_unlock(&vc->mu);
             return DK_OK;
         }
     /* Opened under the lock: a second thread asking for the same video waits
        instead of scanning it again. */
     int st = DK_OK;
+    if (vc->n >= DK__MAX_OPEN_VIDEOS) {
+        int lru = -1;
+        for (int i = 0; i < vc->n; i++)
+            if (!vc->e[i].holds && (lru < 0 || vc->e[i].used < vc->e[lru].used)) lru = i;
+        if (lru >= 0) {   /* else every handle is in use: one more for now */
+            dk_free(vc->e[lru].path);
+            dk_video_close(vc->e[lru].video);
+            vc->e[lru] = vc->e[--vc->n];
+        }
+    }
     if (vc->n == vc->cap) {
         int cap = vc->cap ? vc->cap * 2 : 16;
-        char **p = dk_realloc(vc->paths, (size_t)cap * sizeof *p);
-        if (p) vc->paths = p;
-        dk_video **v = p ? dk_realloc(vc->videos, (size_t)cap * sizeof *v) : NULL;
-        if (v) vc->videos = v;
-        if (!p || !v)
+        vc_entry *e = dk_realloc(vc->e, (size_t)cap * sizeof *e);
+        if (!e) {
             st = dk__error(DK_ENOMEM, __func__, "out of memory");
-        else
+        } else {
+            vc->e = e;
             vc->cap = cap;
+        }
     }
     dk_video *v = NULL;
     char *copy = NULL;
-    if (!st) st = dk_video_open(path, NULL, &v);
+    if (!st) {
+        dk_video_config cfg;
+        dk_video_config_init(&cfg);
+        cfg.frame_cache_bytes = 0;
+        cfg.packet_cache_bytes = (size_t)4 << 20;
+        st = dk_video_open(path, &cfg, &v);
+    }
     if (!st) {
         copy = dk_strdup(path);
         if (!copy) {
@@ -408,12 +431,35 @@ int dk__video_cache_get(dk__video_cache *vc, const char *path, dk_video **out)
         }
     }
     if (!st) {
-        vc->paths[vc->n] = copy;
-        vc->videos[vc->n++] = v;
+        vc->e[vc->n].path = copy;
+        vc->e[vc->n].video = v;
+        vc->e[vc->n].holds = 1;
+        vc->e[vc->n].used = ++vc->tick;
+        vc->n++;
         *out = v;
     }
     pthread_mutex_unlock(&vc->mu);
     return st;
+}
+
+void dk__video_cache_put(dk__video_cache *vc, dk_video *v)
+{
+    if (!vc || !v) return;
+    pthread_mutex_lock(&vc->mu);
+    for (int i = 0; i < vc->n; i++)
+        if (vc->e[i].video == v) {
+            if (vc->e[i].holds > 0) vc->e[i].holds--;
+            break;
+        }
+    pthread_mutex_unlock(&vc->mu);
+}
+
+int dk__video_cache_open_count(dk__video_cache *vc)
+{
+    pthread_mutex_lock(&vc->mu);
+    int n = vc->n;
+    pthread_mutex_unlock(&vc->mu);
+    return n;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -435,6 +481,11 @@ struct dk_pipeline {
     dk__video_cache *videos;
     atomic_llong fused_ns, fused_calls;
 };
+
+int dk__pipeline_open_videos(const dk_pipeline *p)
+{
+    return p && p->videos ? dk__video_cache_open_count(p->videos) : 0;
+}
 
 void dk_pipeline_config_init(dk_pipeline_config *cfg)
 {

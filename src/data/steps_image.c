@@ -770,7 +770,10 @@ static int dec_run(const dk_step *s, const void *binding, dk_sample *x, dk__step
                 break;
             }
             st = dk__video_cache_get(ctx->videos, path, &v);
-            if (!st) st = dk_video_get_info(v, &vi);
+            if (!st) {
+                st = dk_video_get_info(v, &vi);
+                dk__video_cache_put(ctx->videos, v);
+            }
             if (st) {
                 char m[DK_ERRMSG_MAX];
                 inner_msg(m, sizeof m, path);
@@ -2379,17 +2382,24 @@ static int materialize_one(dk__image_plan *p, dk_sample *x, const dk_group *fmt,
         if (!st) st = dk_video_get_info(v, &vi);
         if (st) {
             inner_msg(m, sizeof m, p->path);
+            dk__video_cache_put(videos, v);
             return mat_error(st, field, p->path, p->frame, what, m);
         }
         size_t fb = dk_video_frame_bytes(v);
         if (vi.width != p->src_w || vi.height != p->src_h ||
-            fb != (size_t)vi.width * (size_t)vi.height * 3)
+            fb != (size_t)vi.width * (size_t)vi.height * 3) {
+            dk__video_cache_put(videos, v);
             return mat_error(DK_EINVALIDDATA, field, p->path, p->frame, what,
                              "frame size differs from the plan's");
+        }
         frame_buf = dk__scratch_get(videos, fb);
-        if (!frame_buf) return dk__error(DK_ENOMEM, fn, "out of memory");
+        if (!frame_buf) {
+            dk__video_cache_put(videos, v);
+            return dk__error(DK_ENOMEM, fn, "out of memory");
+        }
         int fst = DK_OK;
         st = dk_video_get_frames_into(v, NULL, &p->frame, 1, frame_buf, fb, &fst);
+        dk__video_cache_put(videos, v);
         if (st || fst) {
             if (!st) st = fst;
             inner_msg(m, sizeof m, p->path);
