@@ -22,6 +22,10 @@ int dk__verror(int status, const char *func, const char *fmt, va_list ap) DK_PRI
  * whatever the inner call said (a missing field, a wrong type, a number out of
  * range are all malformed input), except DK_ENOMEM. Returns the new status. */
 int dk__reraise_invalid(int status, const char *func);
+/* dk_json_load for a reader of JSON documents: the error is re-raised under
+ * `func`, missing files and I/O errors (and DK_ENOMEM) keeping their status,
+ * anything else (malformed JSON) DK_EINVALIDDATA. */
+int dk__json_load_doc(const char *func, const char *path, struct dk_json **doc);
 /* DK_EINVALIDDATA with "func(): name: path: message", path being the JSON
  * path of the offending value ("(root)" when NULL or empty): the error of a
  * reader of JSON documents (scenarios, actor tracks). */

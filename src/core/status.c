@@ -75,13 +75,27 @@ int dk__error(int status, const char *func, const char *fmt, ...)
     return status;
 }
 
-int dk__reraise_invalid(int status, const char *func)
+/* The calling thread's message re-raised as `status` under func, without the
+ * inner function's name. */
+static int reraise(int status, const char *func)
 {
     char msg[DK_ERRMSG_MAX];
     snprintf(msg, sizeof msg, "%s", dk_errmsg());
     const char *m = strstr(msg, "(): ");
     m = m ? m + 4 : msg;
-    return dk__error(status == DK_ENOMEM ? DK_ENOMEM : DK_EINVALIDDATA, func, "%s", m);
+    return dk__error(status, func, "%s", m);
+}
+
+int dk__reraise_invalid(int status, const char *func)
+{
+    return reraise(status == DK_ENOMEM ? DK_ENOMEM : DK_EINVALIDDATA, func);
+}
+
+int dk__json_load_doc(const char *func, const char *path, dk_json **doc)
+{
+    int st = dk_json_load(path, doc);
+    if (!st) return DK_OK;
+    return st == DK_ENOENT || st == DK_EIO ? reraise(st, func) : dk__reraise_invalid(st, func);
 }
 
 int dk__keep(int status, char *handle_errmsg)

@@ -831,17 +831,8 @@ int dk_scenario_load(const char *path, dk_scenario **out)
     if (!path) return dk__error(DK_EINVAL, __func__, "path is NULL");
     rd r = {__func__, path};
     dk_json *doc;
-    int st = dk_json_load(path, &doc);
-    if (st) {
-        /* Missing files and I/O errors keep their status. */
-        if (st == DK_ENOENT || st == DK_EIO || st == DK_ENOMEM) {
-            char msg[DK_ERRMSG_MAX];
-            snprintf(msg, sizeof msg, "%s", dk_errmsg());
-            const char *m = strstr(msg, "(): ");
-            return dk__error(st, __func__, "%s", m ? m + 4 : msg);
-        }
-        return rethrow(&r, st);
-    }
+    int st = dk__json_load_doc(__func__, path, &doc);
+    if (st) return st;
     st = parse_doc(&r, doc, out);
     dk_json_free(doc);
     return st;
