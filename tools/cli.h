@@ -28,6 +28,8 @@ int cli_parse_double(const char *s, double lo, double hi, double *out);
 int cli_parse_doubles(const char *s, int n, double *v);
 /* Default --threads: the online CPUs, clamped to [1, 256]. */
 int cli_default_threads(void);
+/* Monotonic clock in milliseconds, for the timings the commands print. */
+double cli_now_ms(void);
 
 /* A subcommand: run(argc, argv) with argv[0] = its own name. */
 typedef struct cli_subcommand {

@@ -7,7 +7,7 @@
  * (OpenCV camera axes). So yaw 0 looks along +x with the camera's right being
  * world -y and its down world -z.
  */
-#define _POSIX_C_SOURCE 200809L   /* clock_gettime, sysconf */
+#define _POSIX_C_SOURCE 200809L   /* sysconf */
 
 #include <errno.h>
 #include <float.h>
@@ -15,7 +15,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -78,13 +77,6 @@ static int pose_from_flu(const double v[4], dk_pose *out)
         0,  0, 0, 1,
     };
     return dk_pose_from_matrix(m, out);
-}
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
 static int sim_render(int argc, char **argv)
@@ -209,9 +201,9 @@ static int sim_render(int argc, char **argv)
         dk_render_config rc;
         dk_render_config_init(&rc);
         rc.time = time_s;
-        double t0 = now_ms();
+        double t0 = cli_now_ms();
         st = dk_render_camera(scene, &cam, &cam_to_world, &rc, pool, rgb, NULL, NULL);
-        ms = now_ms() - t0;
+        ms = cli_now_ms() - t0;
     }
     if (!st) {
         uint8_t *px = (uint8_t *)img.data;

@@ -13,14 +13,12 @@
  * columns (firing order): value = round(255 * range / max_range), at least
  * 1 for a return; 0 = no return (or dropped by the ray-drop model).
  */
-#define _POSIX_C_SOURCE 200809L   /* clock_gettime */
 
 #include <float.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli.h"
 
@@ -82,13 +80,6 @@ static int ends_with(const char *s, const char *suffix)
         if (c != suffix[i]) return 0;
     }
     return 1;
-}
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
 int sim_lidar(int argc, char **argv)
@@ -211,9 +202,9 @@ int sim_lidar(int argc, char **argv)
     }
     float *range = img, *inten = img ? img + nr : NULL, *drop = img ? img + 2 * nr : NULL;
     if (!st) {
-        double t = now_ms();
+        double t = cli_now_ms();
         st = dk_render_lidar(scene, &m, &l2w, &cfg, pool, range, inten, drop, NULL);
-        ms = now_ms() - t;
+        ms = cli_now_ms() - t;
     }
     if (!st) {
         for (size_t i = 0; i < nr; i++) returns += range[i] > 0;

@@ -2,14 +2,12 @@
  * drivekit sim from-world: a Gaussian scene (3DGS PLY + tracks JSON) from a
  * scenario JSON or from the procedural generator (dk_scene_from_scenario).
  */
-#define _POSIX_C_SOURCE 200809L   /* clock_gettime */
 
 #include <float.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli.h"
 
@@ -52,13 +50,6 @@ static void print_help(void)
 enum { OPT_SCENARIO = 256, OPT_SEED, OPT_DURATION, OPT_OUT, OPT_TRACKS, OPT_DENSITY,
        OPT_OBJECT_DENSITY, OPT_MARGIN, OPT_SH_DEGREE, OPT_JITTER_SEED, OPT_NO_GROUND,
        OPT_NO_PAINT, OPT_NO_OBJECTS, OPT_NO_ACTORS, OPT_HELP };
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
 
 int sim_from_world(int argc, char **argv)
 {
@@ -175,9 +166,9 @@ int sim_from_world(int argc, char **argv)
     }
     double ms = 0;
     if (!st) {
-        double t0 = now_ms();
+        double t0 = cli_now_ms();
         st = dk_scene_from_scenario(sc, &cfg, &scene);
-        ms = now_ms() - t0;
+        ms = cli_now_ms() - t0;
     }
     if (!st) st = dk_scene_save_ply(scene, out);
     if (!st) st = dk_scene_save_tracks_json(scene, tracks);

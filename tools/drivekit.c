@@ -1,13 +1,14 @@
 /*
  * The drivekit command: one subcommand per module.
  */
-#define _POSIX_C_SOURCE 200809L   /* sysconf */
+#define _POSIX_C_SOURCE 200809L   /* sysconf, clock_gettime */
 #include <errno.h>
 #include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -95,6 +96,13 @@ int cli_parse_double(const char *s, double lo, double hi, double *out)
     if (errno || *end || !isfinite(v) || v < lo || v > hi) return -1;
     *out = v;
     return 0;
+}
+
+double cli_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
 int cli_parse_doubles(const char *s, int n, double *v)
