@@ -867,6 +867,74 @@ static void test_index_persistence(void)
     free_truth(&t);
 }
 
+/* dk_video_trim: decoders and caches go, the index stays; later requests
+ * open the file again without a scan and return the same frames; a file
+ * changed in between is refused, not misread. */
+static void test_trim(void)
+{
+    NEED_CORPUS();
+    char vid[700];
+    snprintf(vid, sizeof vid, "%s", cpath("trim.mp4"));
+    uint8_t *data;
+    size_t size;
+    DK_CHECK_OK(dk_file_read(cpath("bf3p.mp4"), &data, &size));
+    DK_CHECK_OK(dk_file_write(vid, data, size));
+    truth t;
+    DK_CHECK(load_truth("bf3p.mp4", NULL, &t) == 0);
+    dk_video_config cfg = cfg_native();
+    dk_video *v;
+    DK_CHECK_OK(dk_video_open(vid, &cfg, &v));
+    dk_video_memory m0, m1, m2;
+    dk_video_get_memory(v, &m0);
+    DK_CHECK(m0.index_bytes > (size_t)t.n * 56);   /* at least a packet record per frame */
+    DK_CHECK(m0.decoders >= 1);
+    int64_t fr[] = {100, 3, 77, 40, 141};
+    int bad = 0;
+    check_frames(v, &t, fr, 5, NULL, &bad, "trim.mp4");
+    dk_video_get_memory(v, &m1);
+    DK_CHECK(m1.frame_cache_bytes > 0 && m1.packet_cache_bytes > 0);
+    DK_CHECK_EQ_INT(m1.index_bytes, m0.index_bytes);
+    dk_video_trim(v);
+    dk_video_get_memory(v, &m2);
+    DK_CHECK_EQ_INT(m2.decoders, 0);
+    DK_CHECK_EQ_INT(m2.frame_cache_bytes, 0);
+    DK_CHECK_EQ_INT(m2.packet_cache_bytes, 0);
+    DK_CHECK_EQ_INT(m2.index_bytes, m0.index_bytes);
+    dk_video_trim(v);   /* twice is harmless */
+    /* The same frames again: decoded (no cache left), identical. */
+    dk_video_stats s0, s1;
+    dk_video_get_stats(v, &s0);
+    check_frames(v, &t, fr, 5, NULL, &bad, "trim.mp4 after trim");
+    dk_video_get_stats(v, &s1);
+    DK_CHECK_EQ_INT(bad, 0);
+    DK_CHECK_EQ_INT(s1.frame_cache_hits, s0.frame_cache_hits);
+    DK_CHECK(s1.frames_decoded > s0.frames_decoded);
+    dk_video_get_memory(v, &m2);
+    DK_CHECK(m2.decoders >= 1);
+    /* Rewritten in place (same size, new modification time): refused. */
+    dk_video_trim(v);
+    struct timespec ts[2] = {{0, UTIME_OMIT}, {12345, 6789}};
+    DK_CHECK(utimensat(AT_FDCWD, vid, ts, 0) == 0);
+    int64_t one = 60;
+    dk_tensor out;
+    int fst = 0;
+    DK_CHECK_STATUS(dk_video_get_frames(v, NULL, &one, 1, &out, &fst), DK_EIO);
+    DK_CHECK_CONTAINS(dk_errmsg(), vid);
+    DK_CHECK_CONTAINS(dk_errmsg(), "changed since it was opened");
+    DK_CHECK_EQ_INT(fst, DK_EIO);
+    dk_tensor_release(&out);
+    /* Removed: refused too. */
+    unlink(vid);
+    DK_CHECK_STATUS(dk_video_get_frames(v, NULL, &one, 1, &out, NULL), DK_EIO);
+    dk_tensor_release(&out);
+    dk_video_close(v);
+    dk_video_trim(NULL);
+    dk_video_get_memory(NULL, &m2);
+    DK_CHECK_EQ_INT(m2.index_bytes, 0);
+    dk_free(data);
+    free_truth(&t);
+}
+
 static void test_truncated(void)
 {
     NEED_CORPUS();
@@ -1133,6 +1201,25 @@ static void *thr_main(void *p)
     return NULL;
 }
 
+/* Trims the handle until told to stop, while other threads decode. */
+typedef struct trim_arg {
+    dk_video *v;
+    int stop;
+    int trims;
+} trim_arg;
+
+static void *trim_main(void *p)
+{
+    trim_arg *a = p;
+    while (!__atomic_load_n(&a->stop, __ATOMIC_ACQUIRE)) {
+        dk_video_trim(a->v);
+        a->trims++;
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
 static void test_threads_and_leaks(void)
 {
     NEED_CORPUS();
@@ -1155,6 +1242,22 @@ static void test_threads_and_leaks(void)
         pthread_join(th[i], NULL);
         DK_CHECK_EQ_INT(args[i].bad, 0);
     }
+    DK_CHECK(dk__video_decoders(v) <= 2);
+    /* The same with a fourth thread trimming the handle all along. */
+    trim_arg ta = {v, 0, 0};
+    pthread_t tt;
+    pthread_create(&tt, NULL, trim_main, &ta);
+    for (int i = 0; i < 3; i++) {
+        args[i] = (thr_arg){v, &t, 0, (uint64_t)i + 20};
+        pthread_create(&th[i], NULL, thr_main, &args[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        DK_CHECK_EQ_INT(args[i].bad, 0);
+    }
+    __atomic_store_n(&ta.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(tt, NULL);
+    DK_CHECK(ta.trims > 0);
     DK_CHECK(dk__video_decoders(v) <= 2);
     dk_video_close(v);
 
@@ -1234,6 +1337,7 @@ int main(int argc, char **argv)
         DK_TEST(test_frame_cache_choice),
         DK_TEST(test_multi),
         DK_TEST(test_index_persistence),
+        DK_TEST(test_trim),
         DK_TEST(test_truncated),
         DK_TEST(test_corrupted),
         DK_TEST(test_errors),

@@ -176,6 +176,26 @@ typedef struct dk_video_stats {
 DK_API void dk_video_get_stats(const dk_video *v, dk_video_stats *s);
 DK_API void dk_video_reset_stats(dk_video *v);
 
+/** What a handle holds now. Decoder contexts also hold their reference
+ *  pictures (a few frames each) and an open file; they are not in the byte
+ *  counts. */
+typedef struct dk_video_memory {
+    size_t index_bytes;         /* the packet index and the handle itself */
+    size_t frame_cache_bytes;   /* decoded frames in the frame cache */
+    size_t packet_cache_bytes;  /* demuxed GOPs in the packet cache */
+    int decoders;               /* decoder contexts (each with its own open file) */
+} dk_video_memory;
+
+DK_API void dk_video_get_memory(const dk_video *v, dk_video_memory *m);
+
+/** Frees the decoder contexts no request is using (closing their files) and
+ *  empties the frame and packet caches. The index stays, so the handle can
+ *  be kept for a long time at the cost of its index alone: the next request
+ *  opens the file again without a scan (a file changed since is caught by
+ *  its packets no longer matching the index: those frames fail). Safe while
+ *  other threads use the handle: decoders in use are left alone. */
+DK_API void dk_video_trim(dk_video *v);
+
 /** Decodes the given frames (any order, duplicates allowed) of one video into
  *  a new (n, H, W, 3) uint8 tensor in request order (DK_VIDEO_RGB24; for the
  *  other outputs (n, bytes_per_frame)). `status` (may be NULL) receives

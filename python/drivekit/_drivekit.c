@@ -3434,6 +3434,33 @@ static PyObject *video_stats(PyObject *obj, PyObject *noargs)
                          "packet_cache_hits", (long long)s.packet_cache_hits);
 }
 
+static PyObject *video_memory(PyObject *obj, PyObject *noargs)
+{
+    (void)noargs;
+    dk_video *v = video_handle(state_of_type(Py_TYPE(obj)), obj);
+    if (!v) return NULL;
+    dk_video_memory m;
+    dk_video_get_memory(v, &m);
+    return Py_BuildValue("{s:n,s:n,s:n,s:i}", "index_bytes", (Py_ssize_t)m.index_bytes,
+                         "frame_cache_bytes", (Py_ssize_t)m.frame_cache_bytes,
+                         "packet_cache_bytes", (Py_ssize_t)m.packet_cache_bytes, "decoders",
+                         m.decoders);
+}
+
+static PyObject *video_trim(PyObject *obj, PyObject *noargs)
+{
+    (void)noargs;
+    dk_video *v = video_handle(state_of_type(Py_TYPE(obj)), obj);
+    if (!v) return NULL;
+    dkpy_Video *self = (dkpy_Video *)obj;
+    self->busy++;
+    Py_BEGIN_ALLOW_THREADS
+    dk_video_trim(v);
+    Py_END_ALLOW_THREADS
+    self->busy--;
+    Py_RETURN_NONE;
+}
+
 static PyObject *video_reset_stats(PyObject *obj, PyObject *noargs)
 {
     (void)noargs;
@@ -3716,6 +3743,8 @@ static PyMethodDef video_methods[] = {
     {"keyframes", video_keyframes, METH_NOARGS, "keyframes() -> list of frame ids"},
     {"stats", video_stats, METH_NOARGS, "stats() -> dict (dk_video_stats)"},
     {"reset_stats", video_reset_stats, METH_NOARGS, "reset_stats() -> None"},
+    {"memory", video_memory, METH_NOARGS, "memory() -> dict (dk_video_memory)"},
+    {"trim", video_trim, METH_NOARGS, "trim() -> None (dk_video_trim)"},
     {"get_frames", DKPY_KW(video_get_frames),
      "get_frames(frames, threads=None, with_status=False, out=None) -> Tensor or out\n\n"
      "With with_status, (frames, list of int status)."},

@@ -265,6 +265,23 @@ class Decoder:
     def reset_stats(self):
         self._video.reset_stats()
 
+    @property
+    def memory(self):
+        """``dict`` of what the handle holds now (dk_video_memory):
+        ``index_bytes`` (the packet index), ``frame_cache_bytes``,
+        ``packet_cache_bytes`` and ``decoders`` (decoder contexts, each with
+        its reference pictures and an open file, not in the byte counts)."""
+        return self._video.memory()
+
+    def trim(self):
+        """Free the decoder contexts no call is using (closing their files) and
+        empty the frame and packet caches; the index stays. A dataset over
+        thousands of videos can keep a trimmed Decoder per video for the cost
+        of its index: the next :meth:`get_frames` opens the file again without
+        a scan. A file removed or changed since the Decoder was opened then
+        fails with :class:`drivekit.DrivekitIOError` naming it."""
+        self._video.trim()
+
     # -- decoding ----------------------------------------------------------
 
     def get_frames(self, indices, errors="raise", out=None):
@@ -383,6 +400,11 @@ class MultiDecoder:
     def reset_stats(self):
         for d in self.decoders:
             d.reset_stats()
+
+    def trim(self):
+        """:meth:`Decoder.trim` on every video."""
+        for d in self.decoders:
+            d.trim()
 
     def get_frames(self, requests, errors="raise", stack=None):
         """Decode ``(video_index, frame_index)`` pairs in one call.

@@ -84,6 +84,30 @@ void dk__lru_destroy(dk__lru *c)
     dk_free(c);
 }
 
+void dk__lru_clear(dk__lru *c)
+{
+    if (!c) return;
+    pthread_mutex_lock(&c->mu);
+    lru_ent *e = c->head.next;
+    c->head.prev = c->head.next = &c->head;
+    memset(c->buckets, 0, c->n_buckets * sizeof *c->buckets);
+    c->used = c->count = 0;
+    dk_buffer *spare[DK__LRU_MAX_SPARES];
+    size_t n_spare = c->n_spare;
+    memcpy(spare, c->spare, n_spare * sizeof *spare);
+    c->n_spare = 0;
+    c->spare_bytes = 0;
+    pthread_mutex_unlock(&c->mu);
+    /* Released outside the lock: a segment frees many packets. */
+    while (e != &c->head) {
+        lru_ent *n = e->next;
+        dk_buffer_unref(e->val);
+        dk_free(e);
+        e = n;
+    }
+    for (size_t i = 0; i < n_spare; i++) dk_buffer_unref(spare[i]);
+}
+
 static lru_ent *find(dk__lru *c, uint64_t key)
 {
     for (lru_ent *e = c->buckets[bucket_of(c, key)]; e; e = e->hnext)

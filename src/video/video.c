@@ -79,6 +79,7 @@ struct dk_video {
     const uint8_t *mem;
     size_t mem_size;
     dk_video_config cfg;
+    struct stat st;            /* the file when it was opened (regular files) */
     dk__vindex ix;
     dk_video_info info;
     int index_loaded;
@@ -334,18 +335,34 @@ static const char *av_why(int ret, char *buf, size_t n)
     return buf;
 }
 
-/* A demuxer + decoder for the video. Errors are recorded ("fn(): path: ..."). */
-static int dec_create(dk_video *v, const char *fn, vdec **out)
+/* A demuxer + decoder for the video. Errors are recorded ("fn(): path: ...")
+ * and *why gets a static reason for the frames that needed the decoder. */
+static int dec_create(dk_video *v, const char *fn, vdec **out, const char **why)
 {
     *out = NULL;
+    *why = "out of memory";
     char e[AV_ERROR_MAX_STRING_SIZE];
     vdec *d = dk_calloc(1, sizeof *d);
     if (!d) return dk__error(DK_ENOMEM, fn, "%s: out of memory", v->path);
     d->demux_next = 0;
     d->pending = -1;
+    /* A regular file is the one the index describes: same inode, size and
+       modification time (decoders are also created long after the open,
+       e.g. after dk_video_trim). */
+    struct stat now;
+    if (!v->mem && S_ISREG(v->st.st_mode) &&
+        (stat(v->path, &now) != 0 || now.st_ino != v->st.st_ino || now.st_dev != v->st.st_dev ||
+         now.st_size != v->st.st_size || now.st_mtim.tv_sec != v->st.st_mtim.tv_sec ||
+         now.st_mtim.tv_nsec != v->st.st_mtim.tv_nsec)) {
+        dk_free(d);
+        *why = "the file was removed or changed since it was opened";
+        return dk__error(DK_EIO, fn, "%s: the file was removed or changed since it was opened",
+                         v->path);
+    }
     int ret = fmt_open(v, &d->fmt, &d->io, &d->mem);
     if (ret < 0) {
         dk_free(d);
+        *why = "cannot open the file again";
         return dk__error(av_status(ret), fn, "%s: cannot open: %s", v->path,
                          av_why(ret, e, sizeof e));
     }
@@ -356,6 +373,7 @@ static int dec_create(dk_video *v, const char *fn, vdec **out)
         if (avformat_find_stream_info(d->fmt, NULL) < 0 || (unsigned)si >= d->fmt->nb_streams ||
             d->fmt->streams[si]->codecpar->codec_id != ix->codec_id) {
             dec_free(d);
+            *why = "the stream is not the indexed one";
             return dk__error(DK_EINVALIDDATA, fn, "%s: stream %d is not the indexed %s stream",
                              v->path, si, ix->codec);
         }
@@ -364,6 +382,7 @@ static int dec_create(dk_video *v, const char *fn, vdec **out)
     AVStream *st = d->fmt->streams[si];
     if (av_cmp_q(st->time_base, ix->time_base) != 0) {
         dec_free(d);
+        *why = "the stream is not the indexed one";
         return dk__error(DK_EINVALIDDATA, fn, "%s: stream time base %d/%d differs from the index's",
                          v->path, st->time_base.num, st->time_base.den);
     }
@@ -371,6 +390,7 @@ static int dec_create(dk_video *v, const char *fn, vdec **out)
     const AVCodec *codec = avcodec_find_decoder(ix->codec_id);
     if (!codec) {
         dec_free(d);
+        *why = "no decoder for the codec";
         return dk__error(DK_EUNSUPPORTED, fn, "%s: no decoder for codec %s", v->path, ix->codec);
     }
     d->cc = avcodec_alloc_context3(codec);
@@ -382,6 +402,7 @@ static int dec_create(dk_video *v, const char *fn, vdec **out)
     }
     if ((ret = avcodec_parameters_to_context(d->cc, st->codecpar)) < 0) {
         dec_free(d);
+        *why = "bad codec parameters";
         return dk__error(av_status(ret), fn, "%s: bad codec parameters: %s", v->path,
                          av_why(ret, e, sizeof e));
     }
@@ -404,6 +425,7 @@ static int dec_create(dk_video *v, const char *fn, vdec **out)
     if (ix->codec_id == AV_CODEC_ID_HEVC) d->cc->err_recognition |= AV_EF_EXPLODE;
     if ((ret = avcodec_open2(d->cc, codec, NULL)) < 0) {
         dec_free(d);
+        *why = "cannot open the decoder";
         return dk__error(DK_EUNSUPPORTED, fn, "%s: cannot open the %s decoder: %s", v->path,
                          ix->codec, av_why(ret, e, sizeof e));
     }
@@ -417,7 +439,8 @@ static int dec_create(dk_video *v, const char *fn, vdec **out)
 /* A free decoder for a run starting at packet `start`: the one whose
  * demuxer sits closest before it, else a new one (up to max_decoders),
  * else waits for one to be released. */
-static vdec *dec_acquire(dk_video *v, int64_t start, const char *fn, int *status)
+static vdec *dec_acquire(dk_video *v, int64_t start, const char *fn, int *status,
+                         const char **why)
 {
     *status = DK_OK;
     pthread_mutex_lock(&v->mu);
@@ -443,7 +466,7 @@ static vdec *dec_acquire(dk_video *v, int64_t start, const char *fn, int *status
             v->n_creating++;
             pthread_mutex_unlock(&v->mu);
             vdec *d = NULL;
-            int st = dec_create(v, fn, &d);
+            int st = dec_create(v, fn, &d, why);
             pthread_mutex_lock(&v->mu);
             v->n_creating--;
             if (st == DK_OK) {
@@ -960,12 +983,13 @@ static void worker_main(void *arg)
         const vrun *run = &rq->runs[r];
         if (!d) {
             int st;
-            d = dec_acquire(v, run->start, rq->fn, &st);
+            const char *why = "cannot open a decoder";
+            d = dec_acquire(v, run->start, rq->fn, &st, &why);
             if (!d) {
                 dk_errmsg_clear();
                 for (int64_t i = run->t0; i < run->t1; i++) {
                     rq->tg[i].status = st;
-                    rq->tg[i].why = "cannot open a decoder";
+                    rq->tg[i].why = why;
                 }
                 continue;
             }
@@ -1507,6 +1531,7 @@ static int video_open(const char *path, const void *mem, size_t mem_size,
     v->path = dk_strdup(path);
     v->mem = mem;
     v->mem_size = mem_size;
+    v->st = vst;
     v->cfg = cfg;
     v->cfg.index_path = NULL;
     v->decs = dk_calloc((size_t)cfg.max_decoders, sizeof *v->decs);
@@ -1544,17 +1569,18 @@ static int video_open(const char *path, const void *mem, size_t mem_size,
         }
     }
     vdec *d0 = NULL;
+    const char *why0;
     if (!v->index_loaded) {
         if ((st = scan(v)) != DK_OK) goto fail;
     }
-    if ((st = dec_create(v, fn, &d0)) != DK_OK) {
+    if ((st = dec_create(v, fn, &d0, &why0)) != DK_OK) {
         if (!v->index_loaded || st == DK_ENOMEM) goto fail;
         /* The index file matched size and mtime but not the content. */
         dk_log(DK_LOG_WARN, "%s; rebuilding the index", dk_errmsg());
         dk_errmsg_clear();
         dk__vindex_free(&v->ix);
         v->index_loaded = 0;
-        if ((st = scan(v)) != DK_OK || (st = dec_create(v, fn, &d0)) != DK_OK) goto fail;
+        if ((st = scan(v)) != DK_OK || (st = dec_create(v, fn, &d0, &why0)) != DK_OK) goto fail;
     }
     v->decs[v->n_decs++] = d0;
     if (!v->index_loaded) {
@@ -1682,6 +1708,43 @@ int dk__video_decoders(const dk_video *v)
     int n = v->n_decs;
     pthread_mutex_unlock(&mv->mu);
     return n;
+}
+
+void dk_video_trim(dk_video *v)
+{
+    if (!v) return;
+    vdec *idle[64];
+    int n_idle = 0;
+    pthread_mutex_lock(&v->mu);
+    for (int i = 0; i < v->n_decs;) {
+        if (v->decs[i]->busy) {
+            i++;
+            continue;
+        }
+        idle[n_idle++] = v->decs[i];
+        v->decs[i] = v->decs[--v->n_decs];
+    }
+    pthread_mutex_unlock(&v->mu);
+    for (int i = 0; i < n_idle; i++) dec_free(idle[i]);
+    dk__lru_clear(v->fcache);
+    dk__lru_clear(v->pcache);
+}
+
+static size_t index_bytes(const dk__vindex *ix)
+{
+    return sizeof *ix + (size_t)ix->n_pkts * (sizeof *ix->pkts + 2 * sizeof(int32_t)) +
+           sizeof(int32_t) + (size_t)(ix->n_frames + ix->n_starts + ix->n_by_pts) * sizeof(int32_t);
+}
+
+void dk_video_get_memory(const dk_video *v, dk_video_memory *m)
+{
+    if (!m) return;
+    memset(m, 0, sizeof *m);
+    if (!v) return;
+    m->index_bytes = sizeof *v + index_bytes(&v->ix);
+    m->frame_cache_bytes = dk__lru_bytes(v->fcache);
+    m->packet_cache_bytes = dk__lru_bytes(v->pcache);
+    m->decoders = dk__video_decoders(v);
 }
 
 /* ------------------------------------------------------------------------ */

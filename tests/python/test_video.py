@@ -484,6 +484,37 @@ def test_index_file(corpus, tmp_path):
         assert np.array_equal(np.asarray(dec.get_frames(ids)), ref)
 
 
+def test_trim_keeps_the_index(corpus, tmp_path):
+    src = tmp_path / "v.mp4"
+    shutil.copy(corpus.path("bf3p.mp4"), src)
+    ids = [90, 3, 77, 40]
+    with Decoder(str(src)) as dec:
+        ref = np.asarray(dec.get_frames(ids)).copy()
+        m = dec.memory
+        assert set(m) == {"index_bytes", "frame_cache_bytes", "packet_cache_bytes", "decoders"}
+        assert m["decoders"] >= 1 and m["frame_cache_bytes"] > 0 and m["index_bytes"] > 0
+        dec.trim()
+        t = dec.memory
+        assert t == {"index_bytes": m["index_bytes"], "frame_cache_bytes": 0,
+                     "packet_cache_bytes": 0, "decoders": 0}
+        before = dec.stats
+        assert np.array_equal(np.asarray(dec.get_frames(ids)), ref)
+        after = dec.stats
+        assert after["frame_cache_hits"] == before["frame_cache_hits"]   # decoded again
+        assert dec.memory["decoders"] >= 1
+        dec.trim()
+        os.utime(src, ns=(12345, 6789))     # the file changed since: refused
+        with pytest.raises(drivekit.DrivekitIOError, match="changed since it was opened"):
+            dec.get_frames([5])
+    with MultiDecoder([str(src), corpus.path("bf2.mp4")]) as m:
+        m.get_frames([(0, 1), (1, 2)])
+        m.trim()
+        assert all(d.memory["decoders"] == 0 for d in m.decoders)
+    dec.close()
+    with pytest.raises(drivekit.InvalidArgumentError):
+        dec.trim()
+
+
 def test_threads_share_a_decoder(corpus):
     ref = corpus.rgb("x265.mp4")
     with Decoder(corpus.path("x265.mp4"), threads=drivekit.Pool(2)) as dec:
