@@ -2,6 +2,8 @@
  * scalar reference (decode, warp, photometric, normalize, pad, layout done
  * one after the other in double precision). */
 #include <float.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "data/data_impl.h"
@@ -1647,6 +1649,99 @@ static int make_video(const char *path, int corrupt)
     return st;
 }
 
+/* The pipeline's video cache: open handles trimmed beyond max_open and
+ * reused without a new open, known handles closed beyond max_known or the
+ * index budget, a changed file opened anew. */
+static int cache_get_frame(dk__video_cache *vc, const char *path, dk_video **v, uint8_t *px)
+{
+    int st = dk__video_cache_get(vc, path, v);
+    if (st) return st;
+    int64_t f = 40;
+    st = dk_video_get_frames_into(*v, NULL, &f, 1, px, 0, NULL);
+    dk__video_cache_put(vc, *v);
+    return st;
+}
+
+static void video_cache_bounds(char (*paths)[512], int n_paths)
+{
+    DK_CHECK(n_paths >= 6);
+    dk__video_cache *vc;
+    DK_CHECK_OK(dk__video_cache_create(2, 4, (size_t)1 << 30, &vc));
+    static uint8_t ref[160 * 96 * 3], px[160 * 96 * 3];
+    dk_video *h[6], *w;
+    int open, known;
+    size_t bytes;
+    for (int j = 0; j < 4; j++) {
+        DK_CHECK_OK(cache_get_frame(vc, paths[j], &h[j], j ? px : ref));
+        if (j) DK_CHECK(!memcmp(px, ref, sizeof px));
+        dk__video_cache_counts(vc, &open, &known, &bytes);
+        DK_CHECK_EQ_INT(open, j < 2 ? j + 1 : 2);
+        DK_CHECK_EQ_INT(known, j + 1);
+        DK_CHECK(bytes > 0);
+    }
+    /* 0 and 1 were trimmed: no decoders, and 0 comes back as the same handle,
+       opened again without a scan. */
+    dk_video_memory m;
+    dk_video_get_memory(h[0], &m);
+    DK_CHECK_EQ_INT(m.decoders, 0);
+    DK_CHECK_OK(dk__video_cache_get(vc, paths[0], &w));
+    DK_CHECK(w == h[0]);
+    dk_video_get_memory(w, &m);
+    DK_CHECK_EQ_INT(m.decoders, 0);
+    dk__video_cache_put(vc, w);
+    DK_CHECK_OK(cache_get_frame(vc, paths[0], &w, px));
+    DK_CHECK(w == h[0] && !memcmp(px, ref, sizeof px));
+    dk__video_cache_counts(vc, &open, &known, NULL);
+    DK_CHECK_EQ_INT(open, 2);
+    DK_CHECK_EQ_INT(known, 4);
+    /* A fifth video: the least recently used (1) is closed. */
+    DK_CHECK_OK(cache_get_frame(vc, paths[4], &h[4], px));
+    DK_CHECK(!memcmp(px, ref, sizeof px));
+    dk__video_cache_counts(vc, &open, &known, NULL);
+    DK_CHECK_EQ_INT(open, 2);
+    DK_CHECK_EQ_INT(known, 4);
+    /* A held handle is neither trimmed nor closed. */
+    dk_video *held;
+    DK_CHECK_OK(dk__video_cache_get(vc, paths[2], &held));
+    int64_t f40 = 40;
+    DK_CHECK_OK(dk_video_get_frames_into(held, NULL, &f40, 1, px, 0, NULL));
+    for (int j = 3; j < 6; j++) DK_CHECK_OK(cache_get_frame(vc, paths[j], &w, px));
+    dk_video_get_memory(held, &m);
+    DK_CHECK(m.decoders >= 1);
+    DK_CHECK_OK(dk__video_cache_get(vc, paths[2], &w));
+    DK_CHECK(w == held);
+    dk__video_cache_put(vc, w);
+    dk__video_cache_put(vc, held);
+    /* A trimmed video whose file changed is opened anew (a fresh handle has
+       its first decoder), and decodes the new file. */
+    for (int j = 3; j < 6; j++) DK_CHECK_OK(cache_get_frame(vc, paths[j], &w, px));
+    dk__video_cache_counts(vc, &open, &known, NULL);
+    DK_CHECK(open <= 2);
+    DK_CHECK_OK(dk__video_cache_get(vc, paths[3], &w));
+    dk__video_cache_put(vc, w);   /* 3 is open: trim it by using 4 and 5 */
+    DK_CHECK_OK(cache_get_frame(vc, paths[4], &w, px));
+    DK_CHECK_OK(cache_get_frame(vc, paths[5], &w, px));
+    struct timespec ts[2] = {{0, UTIME_OMIT}, {12345, 6789}};
+    DK_CHECK(utimensat(AT_FDCWD, paths[3], ts, 0) == 0);
+    DK_CHECK_OK(dk__video_cache_get(vc, paths[3], &w));
+    dk_video_get_memory(w, &m);
+    DK_CHECK(m.decoders >= 1);
+    dk__video_cache_put(vc, w);
+    DK_CHECK_OK(cache_get_frame(vc, paths[3], &w, px));
+    DK_CHECK(!memcmp(px, ref, sizeof px));
+    dk__video_cache_destroy(vc);
+
+    /* An index budget smaller than one index: only held handles stay. */
+    DK_CHECK_OK(dk__video_cache_create(2, 100, 1, &vc));
+    for (int j = 0; j < 6; j++) {
+        DK_CHECK_OK(cache_get_frame(vc, paths[j], &w, px));
+        DK_CHECK(!memcmp(px, ref, sizeof px));
+        dk__video_cache_counts(vc, &open, &known, NULL);
+        DK_CHECK_EQ_INT(known, 1);
+    }
+    dk__video_cache_destroy(vc);
+}
+
 static void test_image_video_source(void)
 {
     const char *clean = tmp_path("clip.mp4");
@@ -1736,6 +1831,7 @@ static void test_image_video_source(void)
         }
         DK_CHECK_OK(st);
         DK_CHECK_EQ_INT(dk__pipeline_open_videos(p), DK__MAX_OPEN_VIDEOS);
+        video_cache_bounds(paths, NV);
         for (int j = 0; j < NV; j++) remove(paths[j]);
         dk_free(first);
         dk_free(clip);

@@ -546,8 +546,11 @@ typedef enum dk_image_source {
                                    else the file */
     DK_IMAGE_SOURCE_FILE = 1,   /* JPEG or PNG file (told apart by signature) */
     DK_IMAGE_SOURCE_VIDEO = 2,  /* frame of a video; a pipeline keeps up to 32
-                                   videos open (least recently used closed
-                                   first), without decoded-frame cache */
+                                   videos open, without decoded-frame cache;
+                                   beyond that the least recently used are
+                                   trimmed (dk_video_trim): up to 8192 of them
+                                   and 64 MiB of indexes stay known, so going
+                                   back to one costs no scan */
 } dk_image_source;
 
 typedef struct dk_image_decode_config {

@@ -19,19 +19,32 @@ typedef struct dk__step_ctx {
     struct dk__video_cache *videos;  /* the pipeline's open videos */
 } dk__step_ctx;
 
-/* Open videos shared by a pipeline's runs (thread-safe): get returns the
- * handle for a path, opened on first use, and holds it until put. At most
- * DK__MAX_OPEN_VIDEOS handles stay open: beyond that the least recently used
- * one nobody holds is closed. The handles keep no decoded-frame cache and a
- * small packet cache (a sample asks for each frame once; per-handle caches
- * times thousands of videos would have no bound). dk_video handles are
- * thread-safe. */
+/* Videos shared by a pipeline's runs (thread-safe): get returns the handle
+ * for a path, opened on first use, and holds it until put.
+ *   - At most max_open handles keep decoders (and open files): beyond that
+ *     the least recently used one nobody holds is trimmed (dk_video_trim),
+ *     keeping its index, so opening it again costs no scan.
+ *   - Trimmed handles are kept while there are at most max_known handles and
+ *     their indexes take at most index_budget bytes; beyond that the least
+ *     recently used are closed.
+ *   - A trimmed handle whose file changed (inode, size, modification time)
+ *     is closed and the file opened anew.
+ * The handles keep no decoded-frame cache and a small packet cache (a sample
+ * asks for each frame once; per-handle caches times thousands of videos would
+ * have no bound). */
 #define DK__MAX_OPEN_VIDEOS 32
+#define DK__MAX_KNOWN_VIDEOS 8192
+#define DK__VIDEO_INDEX_BUDGET ((size_t)64 << 20)
 typedef struct dk__video_cache dk__video_cache;
+int dk__video_cache_create(int max_open, int max_known, size_t index_budget,
+                           dk__video_cache **out);
+void dk__video_cache_destroy(dk__video_cache *vc);
 int dk__video_cache_get(dk__video_cache *vc, const char *path, dk_video **out);
 void dk__video_cache_put(dk__video_cache *vc, dk_video *v);
-/* Handles open now (for tests). */
-int dk__video_cache_open_count(dk__video_cache *vc);
+/* Handles with decoders, handles kept, and their index bytes (any may be
+ * NULL). */
+void dk__video_cache_counts(dk__video_cache *vc, int *open, int *known, size_t *index_bytes);
+/* Handles with decoders of a pipeline (for tests). */
 int dk__pipeline_open_videos(const dk_pipeline *p);
 
 /* Scratch blocks recycled by a pipeline's runs (file bytes, decoded

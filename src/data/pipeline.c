@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "data_impl.h"
@@ -285,14 +286,19 @@ typedef struct vc_entry {
     char *path;
     dk_video *video;
     int holds;                 /* gets not yet put */
+    int open;                  /* has decoders (open files); else trimmed */
     uint64_t used;             /* tick of the last get */
+    size_t index_bytes;
+    struct stat st;            /* the file before it was opened */
 } vc_entry;
 
 struct dk__video_cache {
     pthread_mutex_t mu;
-    int n, cap;
+    int n, cap, n_open;
     vc_entry *e;
     uint64_t tick;
+    int max_open, max_known;
+    size_t index_budget, index_bytes;
     int n_scratch;
     void *scratch[SCRATCH_SLOTS];   /* blocks (header included) */
 };
@@ -355,19 +361,24 @@ void dk__scratch_put(dk__video_cache *vc, void *p)
     dk_free(block);
 }
 
-static int vcache_create(dk__video_cache **out)
+int dk__video_cache_create(int max_open, int max_known, size_t index_budget,
+                           dk__video_cache **out)
 {
+    *out = NULL;
     dk__video_cache *vc = dk_calloc(1, sizeof *vc);
     if (!vc) return dk__error(DK_ENOMEM, "dk_pipeline_create", "out of memory");
     if (pthread_mutex_init(&vc->mu, NULL)) {
         dk_free(vc);
         return dk__error(DK_ESYS, "dk_pipeline_create", "cannot create a mutex");
     }
+    vc->max_open = max_open < 1 ? 1 : max_open;
+    vc->max_known = max_known < vc->max_open ? vc->max_open : max_known;
+    vc->index_budget = index_budget;
     *out = vc;
     return DK_OK;
 }
 
-static void vcache_destroy(dk__video_cache *vc)
+void dk__video_cache_destroy(dk__video_cache *vc)
 {
     if (!vc) return;
     for (int i = 0; i < vc->n; i++) {
@@ -380,65 +391,126 @@ static void vcache_destroy(dk__video_cache *vc)
     dk_free(vc);
 }
 
+static int same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* The least recently used entry nobody holds, among the open ones (open = 1)
+ * or the trimmed ones first (open = 0); -1 if none. */
+static int vc_lru(const dk__video_cache *vc, int open)
+{
+    int lru = -1;
+    for (int i = 0; i < vc->n; i++) {
+        const vc_entry *e = &vc->e[i];
+        if (e->holds || (open && !e->open)) continue;
+        if (lru < 0 || (!open && e->open < vc->e[lru].open) ||
+            ((open || e->open == vc->e[lru].open) && e->used < vc->e[lru].used))
+            lru = i;
+    }
+    return lru;
+}
+
+/* Removes entry i (its handle goes to *closing, closed by the caller after
+ * the lock is released). */
+static void vc_remove(dk__video_cache *vc, int i, dk_video **closing)
+{
+    vc_entry *e = &vc->e[i];
+    dk_free(e->path);
+    *closing = e->video;
+    if (e->open) vc->n_open--;
+    vc->index_bytes -= e->index_bytes;
+    vc->e[i] = vc->e[--vc->n];
+}
+
 int dk__video_cache_get(dk__video_cache *vc, const char *path, dk_video **out)
 {
-    pthread_mutex_lock(&vc->mu);
-    for (int i = 0; i < vc->n; i++)
-        if (!strcmp(vc->e[i].path, path)) {
-            vc->e[i].holds++;
-            vc->e[i].used = ++vc->tick;
-            *out = vc->e[i].video;
-            pthread_mutex_unlock(&vc->mu);
-            return DK_OK;
-        }
-    /* Opened under the lock: a second thread asking for the same video waits
-       instead of scanning it again. */
+    enum { MAX_CLOSE = 8 };
+    dk_video *closing[MAX_CLOSE + 1];
+    int n_closing = 0;
+    struct stat now;
+    int have_stat = stat(path, &now) == 0;
     int st = DK_OK;
-    if (vc->n >= DK__MAX_OPEN_VIDEOS) {
-        int lru = -1;
-        for (int i = 0; i < vc->n; i++)
-            if (!vc->e[i].holds && (lru < 0 || vc->e[i].used < vc->e[lru].used)) lru = i;
-        if (lru >= 0) {   /* else every handle is in use: one more for now */
-            dk_free(vc->e[lru].path);
-            dk_video_close(vc->e[lru].video);
-            vc->e[lru] = vc->e[--vc->n];
+    *out = NULL;
+    pthread_mutex_lock(&vc->mu);
+    int at = -1;
+    for (int i = 0; i < vc->n && at < 0; i++)
+        if (!strcmp(vc->e[i].path, path)) at = i;
+    /* A trimmed handle of a file changed since is dropped: opened anew. */
+    if (at >= 0 && !vc->e[at].holds && !vc->e[at].open &&
+        (!have_stat || !same_file(&now, &vc->e[at].st))) {
+        vc_remove(vc, at, &closing[n_closing++]);
+        at = -1;
+    }
+    if (at < 0) {
+        if (vc->n == vc->cap) {
+            int cap = vc->cap ? vc->cap * 2 : 16;
+            vc_entry *e = dk_realloc(vc->e, (size_t)cap * sizeof *e);
+            if (!e) {
+                st = dk__error(DK_ENOMEM, __func__, "out of memory");
+            } else {
+                vc->e = e;
+                vc->cap = cap;
+            }
         }
-    }
-    if (vc->n == vc->cap) {
-        int cap = vc->cap ? vc->cap * 2 : 16;
-        vc_entry *e = dk_realloc(vc->e, (size_t)cap * sizeof *e);
-        if (!e) {
-            st = dk__error(DK_ENOMEM, __func__, "out of memory");
-        } else {
-            vc->e = e;
-            vc->cap = cap;
+        /* Opened under the lock: a second thread asking for the same video
+           waits instead of scanning it again. */
+        dk_video *v = NULL;
+        char *copy = NULL;
+        if (!st) {
+            dk_video_config cfg;
+            dk_video_config_init(&cfg);
+            cfg.frame_cache_bytes = 0;
+            cfg.packet_cache_bytes = (size_t)4 << 20;
+            st = dk_video_open(path, &cfg, &v);
         }
-    }
-    dk_video *v = NULL;
-    char *copy = NULL;
-    if (!st) {
-        dk_video_config cfg;
-        dk_video_config_init(&cfg);
-        cfg.frame_cache_bytes = 0;
-        cfg.packet_cache_bytes = (size_t)4 << 20;
-        st = dk_video_open(path, &cfg, &v);
-    }
-    if (!st) {
-        copy = dk_strdup(path);
-        if (!copy) {
+        if (!st && !(copy = dk_strdup(path))) {
             dk_video_close(v);
             st = dk__error(DK_ENOMEM, __func__, "out of memory");
         }
+        if (!st) {
+            dk_video_memory m;
+            dk_video_get_memory(v, &m);
+            vc_entry *e = &vc->e[vc->n++];
+            memset(e, 0, sizeof *e);
+            e->path = copy;
+            e->video = v;
+            e->index_bytes = m.index_bytes;
+            if (have_stat) e->st = now;
+            vc->index_bytes += m.index_bytes;
+            at = vc->n - 1;
+        }
     }
-    if (!st) {
-        vc->e[vc->n].path = copy;
-        vc->e[vc->n].video = v;
-        vc->e[vc->n].holds = 1;
-        vc->e[vc->n].used = ++vc->tick;
-        vc->n++;
-        *out = v;
+    if (at >= 0) {
+        vc_entry *e = &vc->e[at];
+        if (!e->open) {
+            e->open = 1;
+            vc->n_open++;
+        }
+        e->holds++;
+        e->used = ++vc->tick;
+        *out = e->video;
+        /* Beyond the bounds: the least recently used idle handles are
+           trimmed (they keep their index; under the lock, so that no other
+           call closes one meanwhile), then the oldest are closed. */
+        while (vc->n_open > vc->max_open) {
+            int i = vc_lru(vc, 1);
+            if (i < 0) break;
+            vc->e[i].open = 0;
+            vc->n_open--;
+            dk_video_trim(vc->e[i].video);
+        }
+        while ((vc->n > vc->max_known || vc->index_bytes > vc->index_budget) &&
+               n_closing < MAX_CLOSE) {
+            int i = vc_lru(vc, 0);
+            if (i < 0) break;
+            vc_remove(vc, i, &closing[n_closing++]);
+        }
     }
     pthread_mutex_unlock(&vc->mu);
+    /* Removed from the table and held by nobody: closed without the lock. */
+    for (int k = 0; k < n_closing; k++) dk_video_close(closing[k]);
     return st;
 }
 
@@ -454,12 +526,13 @@ void dk__video_cache_put(dk__video_cache *vc, dk_video *v)
     pthread_mutex_unlock(&vc->mu);
 }
 
-int dk__video_cache_open_count(dk__video_cache *vc)
+void dk__video_cache_counts(dk__video_cache *vc, int *open, int *known, size_t *index_bytes)
 {
     pthread_mutex_lock(&vc->mu);
-    int n = vc->n;
+    if (open) *open = vc->n_open;
+    if (known) *known = vc->n;
+    if (index_bytes) *index_bytes = vc->index_bytes;
     pthread_mutex_unlock(&vc->mu);
-    return n;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -484,7 +557,9 @@ struct dk_pipeline {
 
 int dk__pipeline_open_videos(const dk_pipeline *p)
 {
-    return p && p->videos ? dk__video_cache_open_count(p->videos) : 0;
+    int n = 0;
+    if (p && p->videos) dk__video_cache_counts(p->videos, &n, NULL, NULL);
+    return n;
 }
 
 void dk_pipeline_config_init(dk_pipeline_config *cfg)
@@ -506,7 +581,9 @@ int dk_pipeline_create(const dk_group *input_format, const dk_pipeline_config *c
         dk_pipeline_config_init(&p->cfg);
     int st = dk_group_clone(input_format, &p->input);
     if (!st) st = dk_group_clone(input_format, &p->format);
-    if (!st) st = vcache_create(&p->videos);
+    if (!st)
+        st = dk__video_cache_create(DK__MAX_OPEN_VIDEOS, DK__MAX_KNOWN_VIDEOS,
+                                    DK__VIDEO_INDEX_BUDGET, &p->videos);
     if (st) {
         dk_pipeline_destroy(p);
         return st;
@@ -528,7 +605,7 @@ void dk_pipeline_destroy(dk_pipeline *p)
     dk_free(p->steps);
     dk_group_destroy(p->input);
     dk_group_destroy(p->format);
-    vcache_destroy(p->videos);
+    dk__video_cache_destroy(p->videos);
     dk_free(p);
 }
 
