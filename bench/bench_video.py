@@ -29,7 +29,12 @@ Workloads (seeded, the same targets for everyone):
      (1.1 GB YUV, 2.2 GB RGB here), shown for information;
   3. six-camera samples (same random frame id for the 6 videos) with
      MultiDecoder at threads 1 and 2: samples/s and scaling;
-  4. work: pictures decoded / the lower bound (dk_video_frame_cost, summed),
+  4. one frame per request, the requests going round the six videos (a
+     dataset of many videos that cannot all stay open): a Decoder opened anew
+     per request (scanning the file, or loading a persisted index file) and a
+     Decoder kept per video and trimmed after each request (decoders, files
+     and caches freed, the index kept) vs PyAV open + seek + decode;
+  5. work: pictures decoded / the lower bound (dk_video_frame_cost, summed),
      for drivekit and for the PyAV baselines.
 Every returned frame is checked: drivekit's native pictures against
 ffmpeg's framemd5, the PyAV frames against drivekit's RGB ("wrong" = a
@@ -47,7 +52,8 @@ drivekit's GOP-parallel requests scale better than frame threading. Against per-
 tracks the work ratio, which grows with the number of targets per GOP.
 
     DK_BUILD_DIR=build PYTHONPATH=build/python /usr/bin/python3 bench/bench_video.py
-        [--frames K [K ...]] [--samples S] [--seconds 20] [--reps 3] [--keep DIR] [--seed N]
+        [--frames K [K ...]] [--samples S] [--reopen R] [--seconds 20] [--reps 3] [--keep DIR]
+        [--seed N]
 """
 import argparse
 import bisect
@@ -303,6 +309,8 @@ def main():
                     help="random frames K, one workload per value (default 40 100)")
     ap.add_argument("--samples", type=int, default=16, help="six-camera samples (default 16)")
     ap.add_argument("--seconds", type=float, default=20, help="video length (default 20)")
+    ap.add_argument("--reopen", type=int, default=24,
+                    help="one-frame requests spread over the six videos (default 24)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3,
                     help="timed runs per row, the fastest is shown (default 3; the same for "
@@ -436,6 +444,68 @@ def run(folder, args):
         ("6 cameras: MultiDecoder threads=2 vs threads=1 (scaling)", rates[2] / rates[1], None),
         ("6 cameras: MultiDecoder threads=1 vs PyAV seek+decode", rates[1] * t_pv6 / len(sample_frames),
          None),
+    ]
+
+    # -- 4. one frame at a time from many videos ------------------------------
+    # A dataset over thousands of videos cannot keep them all open: each
+    # request goes to a video not touched for a while. Fresh handles scan the
+    # file (or load a persisted index); a trimmed Decoder kept per video has
+    # its index and reopens the file without a scan.
+    reqs = [(cams[i % len(cams)], rnd.randrange(n)) for i in range(args.reopen)]
+    idx_files = {}
+    for p in cams:
+        idx_files[p] = os.path.join(folder, os.path.basename(p) + ".bench.dkidx")
+        Decoder(p, index=idx_files[p]).close()
+    kept = {p: Decoder(p) for p in cams}
+    for d in kept.values():
+        d.trim()
+
+    def one_each(open_dec):
+        got = []
+        for p, f in reqs:
+            with open_dec(p) as d:
+                got.append(np.asarray(d.get_frames([f]))[0].copy())
+        return got
+
+    class _Keep:
+        def __init__(self, d):
+            self.d = d
+
+        def __enter__(self):
+            return self.d
+
+        def __exit__(self, *exc):
+            self.d.trim()
+
+    reopen_runs = {
+        "scan": lambda: one_each(lambda p: Decoder(p)),
+        "index": lambda: one_each(lambda p: Decoder(p, index=idx_files[p])),
+        "trim": lambda: one_each(lambda p: _Keep(kept[p])),
+        "pyav": lambda: [pyav_seek_decode(p, ix, [f])[0][0] for p, f in reqs],
+    }
+    rbest, rgot = {}, {}
+    for _ in range(args.reps):
+        for key, fn in reopen_runs.items():
+            t, got = timed(fn)
+            if key not in rbest or t < rbest[key]:
+                rbest[key], rgot[key] = t, got
+    r = len(reqs)
+    for key, label in (("scan", "Decoder(path) anew, index scan"),
+                       ("index", "Decoder(path, index=file) anew"),
+                       ("trim", "kept Decoder, trim() after each"),
+                       ("pyav", "PyAV open + seek + decode")):
+        wrong, _ = compare(rgot[key], rgot["trim"]) if key != "trim" else (0, 0)
+        tab.row(f"1 frame/request x {r}: {label}", rbest[key], r,
+                wrong=wrong, note=f"   {rbest[key] / r * 1e3:.1f} ms/request")
+    for d in kept.values():
+        d.close()
+    for f in idx_files.values():
+        os.remove(f)
+    summary += [
+        ("1 frame per request: kept+trimmed Decoder vs Decoder(path) anew", rbest["scan"] / rbest["trim"],
+         None),
+        ("1 frame per request: kept+trimmed Decoder vs PyAV open+seek+decode",
+         rbest["pyav"] / rbest["trim"], None),
     ]
 
     print()
