@@ -280,6 +280,19 @@ def best_of(reps, fn):
     return best
 
 
+def interleaved_best(reps, runs):
+    """({key: fastest time}, {key: result of that run}) over `reps` rounds in
+    which every function of `runs` runs once, in turn, so that a noisy moment
+    of the machine hits them alike."""
+    best, result = {}, {}
+    for _ in range(reps):
+        for key, fn in runs.items():
+            t, r = timed(fn)
+            if key not in best or t < best[key]:
+                best[key], result[key] = t, r
+    return best, result
+
+
 def compare(frames, ref):
     """(wrong pictures, max |diff|) of a list of RGB arrays against ref (N, H, W, 3)."""
     wrong, worst = 0, 0
@@ -361,8 +374,8 @@ def run(folder, args):
         summary += random_access(path, ix, truth, targets, tab, args.reps)
 
     # -- 2. sequential -------------------------------------------------------
-    # The streaming rows and their peers run interleaved, rep by rep, so that
-    # a noisy moment of the machine hits them alike; each keeps its fastest.
+    # The streaming rows and their peers run interleaved, rep by rep; each
+    # keeps its fastest.
     seq = {}
     for output in ("yuv", "rgb"):
         with Decoder(path, output=output) as d:
@@ -393,12 +406,7 @@ def run(folder, args):
         ("yuv", 0): lambda: stream("yuv", 0),
         "pyav": lambda: pyav_sequential(path),
     }
-    best, stats = {}, {}
-    for _ in range(args.reps):
-        for key, fn in runs.items():
-            t, r = timed(fn)
-            if key not in best or t < best[key]:
-                best[key], stats[key] = t, r
+    best, stats = interleaved_best(args.reps, runs)
     t_ff, t_pyseq = best["ffmpeg"], best["pyav"]
     tab.row("sequential: ffmpeg -threads 1 -i F -f null -", t_ff, n, n, n)
     for output in ("yuv", "rgb"):
@@ -483,12 +491,7 @@ def run(folder, args):
         "trim": lambda: one_each(lambda p: _Keep(kept[p])),
         "pyav": lambda: [pyav_seek_decode(p, ix, [f])[0][0] for p, f in reqs],
     }
-    rbest, rgot = {}, {}
-    for _ in range(args.reps):
-        for key, fn in reopen_runs.items():
-            t, got = timed(fn)
-            if key not in rbest or t < rbest[key]:
-                rbest[key], rgot[key] = t, got
+    rbest, rgot = interleaved_best(args.reps, reopen_runs)
     r = len(reqs)
     for key, label in (("scan", "Decoder(path) anew, index scan"),
                        ("index", "Decoder(path, index=file) anew"),
