@@ -141,7 +141,7 @@ typedef struct fill_ctx {
  * SIMD 32x32->64 multiplies. Same numbers as dk_philox4x32, block by block. */
 #define LANES 16
 
-__attribute__((target_clones("avx2", "default")))
+__attribute__((target_clones("avx512f", "avx2", "default")))
 static void philox_lanes(const uint32_t key[2], uint64_t stream, uint64_t block0,
                          uint32_t out[4 * LANES])
 {
@@ -155,6 +155,9 @@ static void philox_lanes(const uint32_t key[2], uint64_t stream, uint64_t block0
     }
     uint32_t k0 = key[0], k1 = key[1];
     for (int round = 0; round < 10; round++) {
+        /* Kept a loop: at -O3 GCC would unroll it completely first and then
+           fail to vectorize the 16 scalar copies. */
+#pragma GCC unroll 1
         for (int i = 0; i < LANES; i++) {
             uint64_t p0 = (uint64_t)PHILOX_M0 * c0[i];
             uint64_t p1 = (uint64_t)PHILOX_M1 * c2[i];
