@@ -245,6 +245,9 @@ DK_API int dk_tensor_view(dk_tensor *t, void *data, dk_dtype dtype, int ndim,
  *  Returns DK_EINVAL (as above), DK_EOVERFLOW if the byte size overflows,
  *  DK_ENOMEM. */
 DK_API int dk_tensor_alloc(dk_tensor *t, dk_dtype dtype, int ndim, const int64_t *shape);
+/** dk_tensor_alloc without the zero fill: the contents are unspecified (for
+ *  producers that write every element). Same errors. */
+DK_API int dk_tensor_empty(dk_tensor *t, dk_dtype dtype, int ndim, const int64_t *shape);
 /** Drops the owner reference (if any) and clears `t`. NULL-safe. */
 DK_API void dk_tensor_release(dk_tensor *t);
 /** Copies the view and takes a new reference on its owner. */

@@ -1327,7 +1327,7 @@ static PyObject *rng_fill(PyObject *module, PyObject *args, PyObject *kwds, int 
     dkpy_msg msg = {{0}};
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = dk_tensor_alloc(&out, uniform ? DK_F32 : DK_U32, 1, shape);
+    rc = dk_tensor_empty(&out, uniform ? DK_F32 : DK_U32, 1, shape);
     if (rc == DK_OK) {
         if (uniform)
             rc = dk_rng_fill_uniform(pa.pool, seed, stream, offset, (float *)out.data, n);

@@ -318,19 +318,30 @@ int dk_tensor_view(dk_tensor *t, void *data, dk_dtype dtype, int ndim, const int
     return DK_OK;
 }
 
-int dk_tensor_alloc(dk_tensor *t, dk_dtype dtype, int ndim, const int64_t *shape)
+static int tensor_alloc(const char *fn, dk_tensor *t, dk_dtype dtype, int ndim,
+                        const int64_t *shape, int zero)
 {
-    if (!t) return dk__error(DK_EINVAL, __func__, "tensor is NULL");
+    if (!t) return dk__error(DK_EINVAL, fn, "tensor is NULL");
     memset(t, 0, sizeof *t);
     size_t nbytes;
-    int st = check_shape(__func__, dtype, ndim, shape, &nbytes);
+    int st = check_shape(fn, dtype, ndim, shape, &nbytes);
     if (st) return st;
     dk_buffer *b;
-    st = dk_buffer_alloc(nbytes, 1, &b);
+    st = dk_buffer_alloc(nbytes, zero, &b);
     if (st) return st;
     set_contiguous(t, dk_buffer_data(b), dtype, ndim, shape);
     t->owner = b;
     return DK_OK;
+}
+
+int dk_tensor_alloc(dk_tensor *t, dk_dtype dtype, int ndim, const int64_t *shape)
+{
+    return tensor_alloc(__func__, t, dtype, ndim, shape, 1);
+}
+
+int dk_tensor_empty(dk_tensor *t, dk_dtype dtype, int ndim, const int64_t *shape)
+{
+    return tensor_alloc(__func__, t, dtype, ndim, shape, 0);
 }
 
 void dk_tensor_release(dk_tensor *t)

@@ -2469,19 +2469,13 @@ static int materialize_one(dk__image_plan *p, dk_sample *x, const dk_group *fmt,
             dk__scratch_put(videos, frame_buf);
             return st;
         }
-        size_t bytes = (size_t)pw * (size_t)ph * 3 * dk_dtype_size(p->dtype);
-        dk_buffer *buf = NULL;
-        st = dk_buffer_alloc(bytes, 0, &buf);
-        if (!st) st = dk_tensor_view(&out, dk_buffer_data(buf), p->dtype, 3, shape);
+        st = dk_tensor_empty(&out, p->dtype, 3, shape);
         if (!st) {
-            out.owner = buf;
             st = fused_pass(p, A, &s, out.data, pw, ph);
             if (st)
                 dk_tensor_release(&out);
             else
                 st = dk_sample_set(x, p->id, &out);
-        } else {
-            dk_buffer_unref(buf);
         }
     }
     dk_tensor_release(&dec);

@@ -1106,26 +1106,6 @@ typedef struct cam_job {
     int32_t *inst;
 } cam_job;
 
-/* A C-contiguous tensor owning a new, uninitialised buffer (the renderers
- * write every element, so the zero fill of dk_tensor_alloc is wasted). */
-static int alloc_tensor(dk_tensor *t, dk_dtype dtype, int ndim, const int64_t *shape)
-{
-    size_t n = dk_dtype_size(dtype);
-    for (int i = 0; i < ndim; i++)
-        if (dk__mul_overflow(n, (size_t)shape[i], &n))
-            return dk__error(DK_EOVERFLOW, __func__, "tensor too large");
-    dk_buffer *buf;
-    int st = dk_buffer_alloc(n, 0, &buf);
-    if (st) return st;
-    st = dk_tensor_view(t, dk_buffer_data(buf), dtype, ndim, shape);
-    if (st) {
-        dk_buffer_unref(buf);
-        return st;
-    }
-    t->owner = buf;
-    return DK_OK;
-}
-
 /* Camera pose and the ray-to-box transforms of the listed candidates (all
  * of them when `all`) at one time. */
 static void compute_slot_and_xfs(const cam_job *J, double t, cam_slot *sl, box_xf *xf,
@@ -1707,10 +1687,10 @@ int dk_world_render_camera(const dk_world_renderer *r, int sensor, double t, dk_
             goto nomem;
     }
     int64_t shape3[3] = {H, W, 3}, shape2[2] = {H, W};
-    st = alloc_tensor(rgb, DK_U8, 3, shape3);
+    st = dk_tensor_empty(rgb, DK_U8, 3, shape3);
     if (st) goto fail;
     if (instance) {
-        st = alloc_tensor(instance, DK_I32, 2, shape2);
+        st = dk_tensor_empty(instance, DK_I32, 2, shape2);
         if (st) goto fail;
         J.inst = instance->data;
     }
