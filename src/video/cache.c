@@ -84,13 +84,31 @@ void dk__lru_destroy(dk__lru *c)
     dk_free(c);
 }
 
+size_t dk__lru_overhead(dk__lru *c)
+{
+    if (!c) return 0;
+    pthread_mutex_lock(&c->mu);
+    size_t b = sizeof *c + c->n_buckets * sizeof *c->buckets;
+    pthread_mutex_unlock(&c->mu);
+    return b;
+}
+
 void dk__lru_clear(dk__lru *c)
 {
     if (!c) return;
+    /* The table shrinks back to its initial size (a trimmed handle may be
+       kept a long time). */
+    lru_ent **small = dk_calloc(64, sizeof *small), **old = small;
     pthread_mutex_lock(&c->mu);
     lru_ent *e = c->head.next;
     c->head.prev = c->head.next = &c->head;
-    memset(c->buckets, 0, c->n_buckets * sizeof *c->buckets);
+    if (small && c->n_buckets > 64) {
+        old = c->buckets;
+        c->buckets = small;
+        c->n_buckets = 64;
+    } else {
+        memset(c->buckets, 0, c->n_buckets * sizeof *c->buckets);
+    }
     c->used = c->count = 0;
     dk_buffer *spare[DK__LRU_MAX_SPARES];
     size_t n_spare = c->n_spare;
@@ -98,6 +116,7 @@ void dk__lru_clear(dk__lru *c)
     c->n_spare = 0;
     c->spare_bytes = 0;
     pthread_mutex_unlock(&c->mu);
+    dk_free(old);
     /* Released outside the lock: a segment frees many packets. */
     while (e != &c->head) {
         lru_ent *n = e->next;

@@ -671,6 +671,8 @@ typedef struct vreq {
     vrun *runs;
     int64_t n_runs;
     int64_t next_run;          /* atomic cursor of the workers */
+    int why_set;               /* atomically: why_buf is taken */
+    char why_buf[160];         /* a worker's reason for failing its frames */
 } vreq;
 
 static uint64_t fkey(dk_video_output out, int64_t frame)
@@ -986,6 +988,20 @@ static void worker_main(void *arg)
             const char *why = "cannot open a decoder";
             d = dec_acquire(v, run->start, rq->fn, &st, &why);
             if (!d) {
+                /* The first failing worker keeps the full reason (with the
+                   system's words, e.g. "Permission denied") for the request's
+                   message: "fn(): path: <reason>" without its prefix. */
+                if (!__atomic_exchange_n(&rq->why_set, 1, __ATOMIC_ACQ_REL)) {
+                    const char *m = dk_errmsg();
+                    size_t nf = strlen(rq->fn), np = strlen(v->path);
+                    if (!strncmp(m, rq->fn, nf) && !strncmp(m + nf, "(): ", 4) &&
+                        !strncmp(m + nf + 4, v->path, np) && !strncmp(m + nf + 4 + np, ": ", 2))
+                        m += nf + 4 + np + 2;
+                    if (*m) {
+                        snprintf(rq->why_buf, sizeof rq->why_buf, "%s", m);
+                        why = rq->why_buf;
+                    }
+                }
                 dk_errmsg_clear();
                 for (int64_t i = run->t0; i < run->t1; i++) {
                     rq->tg[i].status = st;
@@ -1715,8 +1731,11 @@ void dk_video_trim(dk_video *v)
     if (!v) return;
     vdec *idle[64];
     int n_idle = 0;
+    /* A pipe or device cannot be opened again at the same data: its decoders
+       stay. */
+    int reopenable = v->mem || S_ISREG(v->st.st_mode);
     pthread_mutex_lock(&v->mu);
-    for (int i = 0; i < v->n_decs;) {
+    for (int i = 0; i < v->n_decs && reopenable;) {
         if (v->decs[i]->busy) {
             i++;
             continue;
@@ -1730,10 +1749,11 @@ void dk_video_trim(dk_video *v)
     dk__lru_clear(v->pcache);
 }
 
+/* What the index's arrays take (as dk__vindex_finalize allocates them). */
 static size_t index_bytes(const dk__vindex *ix)
 {
-    return sizeof *ix + (size_t)ix->n_pkts * (sizeof *ix->pkts + 2 * sizeof(int32_t)) +
-           sizeof(int32_t) + (size_t)(ix->n_frames + ix->n_starts + ix->n_by_pts) * sizeof(int32_t);
+    return (size_t)ix->n_pkts * (sizeof *ix->pkts + 3 * sizeof(int32_t)) + sizeof(int32_t) +
+           (size_t)(ix->n_frames + ix->n_starts) * sizeof(int32_t);
 }
 
 void dk_video_get_memory(const dk_video *v, dk_video_memory *m)
@@ -1741,7 +1761,9 @@ void dk_video_get_memory(const dk_video *v, dk_video_memory *m)
     if (!m) return;
     memset(m, 0, sizeof *m);
     if (!v) return;
-    m->index_bytes = sizeof *v + index_bytes(&v->ix);
+    m->index_bytes = sizeof *v + strlen(v->path) + 1 +
+                     (size_t)v->cfg.max_decoders * sizeof *v->decs + index_bytes(&v->ix) +
+                     dk__lru_overhead(v->fcache) + dk__lru_overhead(v->pcache);
     m->frame_cache_bytes = dk__lru_bytes(v->fcache);
     m->packet_cache_bytes = dk__lru_bytes(v->pcache);
     m->decoders = dk__video_decoders(v);

@@ -146,6 +146,8 @@ dk_buffer *dk__lru_get(dk__lru *c, uint64_t key);
 int dk__lru_contains(dk__lru *c, uint64_t key);
 /* Drops every entry and spare (values others still hold live on). */
 void dk__lru_clear(dk__lru *c);
+/* Bytes of the cache's own structure and hash table (not the entries). */
+size_t dk__lru_overhead(dk__lru *c);
 /* Stores a new reference to `b` charged `bytes`, evicting least recently
  * used entries so the total never exceeds the capacity. Values larger than
  * the capacity, and keys already present, are not stored. Returns 1 when
