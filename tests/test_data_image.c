@@ -1694,12 +1694,24 @@ static void video_cache_bounds(char (*paths)[512], int n_paths)
     dk__video_cache_counts(vc, &open, &known, NULL);
     DK_CHECK_EQ_INT(open, 2);
     DK_CHECK_EQ_INT(known, 4);
-    /* A fifth video: the least recently used (1) is closed. */
+    /* A fifth video: the least recently used (1) is closed; 2 and 3 stay
+       trimmed. */
     DK_CHECK_OK(cache_get_frame(vc, paths[4], &h[4], px));
     DK_CHECK(!memcmp(px, ref, sizeof px));
     dk__video_cache_counts(vc, &open, &known, NULL);
     DK_CHECK_EQ_INT(open, 2);
     DK_CHECK_EQ_INT(known, 4);
+    dk_video_get_memory(h[2], &m);
+    DK_CHECK_EQ_INT(m.decoders, 0);
+    dk_video_get_memory(h[3], &m);
+    DK_CHECK_EQ_INT(m.decoders, 0);
+    DK_CHECK_OK(dk__video_cache_get(vc, paths[1], &w));   /* opened anew: has a decoder */
+    dk_video_get_memory(w, &m);
+    DK_CHECK(m.decoders >= 1);
+    dk__video_cache_put(vc, w);                           /* this closed 2, the oldest */
+    DK_CHECK_OK(dk__video_cache_get(vc, paths[3], &w));
+    DK_CHECK(w == h[3]);
+    dk__video_cache_put(vc, w);
     /* A held handle is neither trimmed nor closed. */
     dk_video *held;
     DK_CHECK_OK(dk__video_cache_get(vc, paths[2], &held));
@@ -1729,6 +1741,30 @@ static void video_cache_bounds(char (*paths)[512], int n_paths)
     dk__video_cache_put(vc, w);
     DK_CHECK_OK(cache_get_frame(vc, paths[3], &w, px));
     DK_CHECK(!memcmp(px, ref, sizeof px));
+    /* An open handle whose file changed is replaced too; one still held is
+       replaced for later gets and closed on its last put. */
+    dk_video *a, *b;
+    ts[1].tv_sec++;
+    DK_CHECK(utimensat(AT_FDCWD, paths[3], ts, 0) == 0);
+    DK_CHECK_OK(cache_get_frame(vc, paths[3], &a, px));
+    DK_CHECK(!memcmp(px, ref, sizeof px));
+    DK_CHECK_OK(dk__video_cache_get(vc, paths[3], &a));
+    dk__video_cache_counts(vc, NULL, &known, NULL);
+    ts[1].tv_sec++;
+    DK_CHECK(utimensat(AT_FDCWD, paths[3], ts, 0) == 0);
+    DK_CHECK_OK(dk__video_cache_get(vc, paths[3], &b));
+    DK_CHECK(a != b);
+    int known2;
+    dk__video_cache_counts(vc, NULL, &known2, NULL);
+    DK_CHECK_EQ_INT(known2, known);   /* b in, the oldest idle one out (max_known 4) */
+    int64_t f40b = 40;
+    DK_CHECK_OK(dk_video_get_frames_into(a, NULL, &f40b, 1, px, 0, NULL));   /* held: usable */
+    dk__video_cache_put(vc, a);   /* its last put: closed */
+    dk__video_cache_counts(vc, NULL, &known2, NULL);
+    DK_CHECK_EQ_INT(known2, known - 1);
+    DK_CHECK_OK(dk_video_get_frames_into(b, NULL, &f40b, 1, px, 0, NULL));
+    DK_CHECK(!memcmp(px, ref, sizeof px));
+    dk__video_cache_put(vc, b);
     dk__video_cache_destroy(vc);
 
     /* An index budget smaller than one index: only held handles stay. */
@@ -1736,8 +1772,11 @@ static void video_cache_bounds(char (*paths)[512], int n_paths)
     for (int j = 0; j < 6; j++) {
         DK_CHECK_OK(cache_get_frame(vc, paths[j], &w, px));
         DK_CHECK(!memcmp(px, ref, sizeof px));
-        dk__video_cache_counts(vc, &open, &known, NULL);
+        dk__video_cache_counts(vc, &open, &known, &bytes);
         DK_CHECK_EQ_INT(known, 1);
+        DK_CHECK_EQ_INT(open, 1);
+        dk_video_get_memory(w, &m);   /* the one left, and all the bytes counted */
+        DK_CHECK_EQ_INT(bytes, m.index_bytes);
     }
     dk__video_cache_destroy(vc);
 }

@@ -27,8 +27,9 @@ typedef struct dk__step_ctx {
  *   - Trimmed handles are kept while there are at most max_known handles and
  *     their indexes take at most index_budget bytes; beyond that the least
  *     recently used are closed.
- *   - A trimmed handle whose file changed (inode, size, modification time)
- *     is closed and the file opened anew.
+ *   - A handle whose file changed since it was opened (inode, size,
+ *     modification time; checked on every get) is closed, or when held, on
+ *     its last put and never handed out again; the file is opened anew.
  * The handles keep no decoded-frame cache and a small packet cache (a sample
  * asks for each frame once; per-handle caches times thousands of videos would
  * have no bound). */

@@ -287,6 +287,9 @@ typedef struct vc_entry {
     dk_video *video;
     int holds;                 /* gets not yet put */
     int open;                  /* has decoders (open files); else trimmed */
+    int stale;                 /* its file changed while held: closed on the
+                                  last put, never handed out again */
+    uint64_t hash;             /* of the path */
     uint64_t used;             /* tick of the last get */
     size_t index_bytes;
     struct stat st;            /* the file before it was opened */
@@ -391,6 +394,13 @@ void dk__video_cache_destroy(dk__video_cache *vc)
     dk_free(vc);
 }
 
+static uint64_t path_hash(const char *p)
+{
+    uint64_t h = 0xcbf29ce484222325ull;   /* FNV-1a */
+    for (; *p; p++) h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
+    return h;
+}
+
 static int same_file(const struct stat *a, const struct stat *b)
 {
     return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
@@ -433,14 +443,18 @@ int dk__video_cache_get(dk__video_cache *vc, const char *path, dk_video **out)
     int have_stat = stat(path, &now) == 0;
     int st = DK_OK;
     *out = NULL;
+    uint64_t hash = path_hash(path);
     pthread_mutex_lock(&vc->mu);
     int at = -1;
     for (int i = 0; i < vc->n && at < 0; i++)
-        if (!strcmp(vc->e[i].path, path)) at = i;
-    /* A trimmed handle of a file changed since is dropped: opened anew. */
-    if (at >= 0 && !vc->e[at].holds && !vc->e[at].open &&
-        (!have_stat || !same_file(&now, &vc->e[at].st))) {
-        vc_remove(vc, at, &closing[n_closing++]);
+        if (vc->e[i].hash == hash && !vc->e[i].stale && !strcmp(vc->e[i].path, path)) at = i;
+    /* A handle whose file changed since it was opened is dropped (closed now,
+       or on its last put when held) and the file opened anew. */
+    if (at >= 0 && (!have_stat || !same_file(&now, &vc->e[at].st))) {
+        if (vc->e[at].holds)
+            vc->e[at].stale = 1;
+        else
+            vc_remove(vc, at, &closing[n_closing++]);
         at = -1;
     }
     if (at < 0) {
@@ -475,6 +489,7 @@ int dk__video_cache_get(dk__video_cache *vc, const char *path, dk_video **out)
             vc_entry *e = &vc->e[vc->n++];
             memset(e, 0, sizeof *e);
             e->path = copy;
+            e->hash = hash;
             e->video = v;
             e->index_bytes = m.index_bytes;
             if (have_stat) e->st = now;
@@ -500,6 +515,11 @@ int dk__video_cache_get(dk__video_cache *vc, const char *path, dk_video **out)
             vc->e[i].open = 0;
             vc->n_open--;
             dk_video_trim(vc->e[i].video);
+            /* What it keeps from now on (its cache tables shrank). */
+            dk_video_memory m;
+            dk_video_get_memory(vc->e[i].video, &m);
+            vc->index_bytes = vc->index_bytes - vc->e[i].index_bytes + m.index_bytes;
+            vc->e[i].index_bytes = m.index_bytes;
         }
         while ((vc->n > vc->max_known || vc->index_bytes > vc->index_budget) &&
                n_closing < MAX_CLOSE) {
@@ -517,13 +537,16 @@ int dk__video_cache_get(dk__video_cache *vc, const char *path, dk_video **out)
 void dk__video_cache_put(dk__video_cache *vc, dk_video *v)
 {
     if (!vc || !v) return;
+    dk_video *closing = NULL;
     pthread_mutex_lock(&vc->mu);
     for (int i = 0; i < vc->n; i++)
         if (vc->e[i].video == v) {
             if (vc->e[i].holds > 0) vc->e[i].holds--;
+            if (!vc->e[i].holds && vc->e[i].stale) vc_remove(vc, i, &closing);
             break;
         }
     pthread_mutex_unlock(&vc->mu);
+    dk_video_close(closing);
 }
 
 void dk__video_cache_counts(dk__video_cache *vc, int *open, int *known, size_t *index_bytes)
