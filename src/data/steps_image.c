@@ -2457,19 +2457,10 @@ static int materialize_one(dk__image_plan *p, dk_sample *x, const dk_group *fmt,
         /* Into the caller's destination when it has exactly this shape. */
         const dk_tensor *d = x->dest && p->id < x->n_dest ? &x->dest[p->id] : NULL;
         if (d && d->data && d->dtype == p->dtype && d->ndim == 3 && d->shape[0] == shape[0] &&
-            d->shape[1] == shape[1] && d->shape[2] == shape[2] && dk_tensor_is_contiguous(d)) {
+            d->shape[1] == shape[1] && d->shape[2] == shape[2] && dk_tensor_is_contiguous(d))
             out = dk_tensor_share(d);
-            st = fused_pass(p, A, &s, out.data, pw, ph);
-            if (st)
-                dk_tensor_release(&out);
-            else
-                st = dk_sample_set(x, p->id, &out);
-            dk_tensor_release(&dec);
-            dk__scratch_put(videos, file);
-            dk__scratch_put(videos, frame_buf);
-            return st;
-        }
-        st = dk_tensor_empty(&out, p->dtype, 3, shape);
+        else
+            st = dk_tensor_empty(&out, p->dtype, 3, shape);
         if (!st) {
             st = fused_pass(p, A, &s, out.data, pw, ph);
             if (st)
