@@ -5,10 +5,12 @@
  * (dk__video_open_memory): probing, the packet scan with NAL classification,
  * display order and decode starts, then a few requests: first, last, middle
  * and a duplicate frame, one out of range, in the output format picked by the
- * first byte, plus frame_md5, frame_cost, frame_time and keyframes. Every call
- * must return a documented status; a failed frame must be zero-filled and
- * named in the message; statistics must stay consistent; drivekit's
- * live-allocation counter must be back where it started.
+ * first byte, plus frame_md5, frame_cost, frame_time, keyframes and a request
+ * again after dk_video_trim. Every call must return a documented status; a
+ * failed frame must be zero-filled and named in the message; a frame decoded
+ * before and after the trim must be the same; statistics must stay
+ * consistent; drivekit's live-allocation counter must be back where it
+ * started.
  *
  * Pictures larger than MAX_PIXELS are not requested: a few header bytes can
  * describe gigabytes of frames.
@@ -87,6 +89,33 @@ static void requests(dk_video *v, const dk_video_info *in)
     CHECK(dk_video_frame_md5(v, n, hex) == DK_ERANGE);
 }
 
+/* After dk_video_trim (decoders and caches gone, index kept) the same frames
+ * decode again from fresh decoders: whatever decoded both times is
+ * identical. */
+static void trim_and_again(dk_video *v, const dk_video_info *in)
+{
+    int64_t n = in->n_frames;
+    int64_t fr[3] = {n / 2, 0, n - 1};
+    int st1[3], st2[3];
+    dk_tensor a, b;
+    dk_video_get_frames(v, NULL, fr, 3, &a, st1);
+    dk_video_trim(v);
+    dk_video_memory m;
+    dk_video_get_memory(v, &m);
+    CHECK(m.decoders == 0 && m.frame_cache_bytes == 0 && m.packet_cache_bytes == 0);
+    CHECK(m.index_bytes > 0);
+    dk_video_get_frames(v, NULL, fr, 3, &b, st2);
+    size_t fb = dk_video_frame_bytes(v);
+    for (int i = 0; i < 3; i++) {
+        CHECK(documented_frame(st2[i]));
+        if (st1[i] == DK_OK && st2[i] == DK_OK)
+            CHECK(memcmp((const uint8_t *)a.data + (size_t)i * fb,
+                         (const uint8_t *)b.data + (size_t)i * fb, fb) == 0);
+    }
+    dk_tensor_release(&a);
+    dk_tensor_release(&b);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static int quiet;
@@ -130,6 +159,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if ((int64_t)in.width * in.height <= MAX_PIXELS) {
         requests(v, &in);
+        trim_and_again(v, &in);
         dk_video_stats s;
         dk_video_get_stats(v, &s);
         CHECK(s.frames_returned <= s.frames_requested);
