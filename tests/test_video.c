@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -935,6 +936,71 @@ static void test_trim(void)
     free_truth(&t);
 }
 
+/* A byte-counting allocator: a 16-byte header holds each block's size. */
+static _Atomic long long g_live_bytes;
+
+static void *bc_malloc(void *ctx, size_t n)
+{
+    (void)ctx;
+    uint8_t *p = malloc(n + 16);
+    if (!p) return NULL;
+    *(size_t *)p = n;
+    atomic_fetch_add(&g_live_bytes, (long long)n);
+    return p + 16;
+}
+
+static void bc_free(void *ctx, void *q)
+{
+    (void)ctx;
+    if (!q) return;
+    uint8_t *p = (uint8_t *)q - 16;
+    atomic_fetch_sub(&g_live_bytes, (long long)*(size_t *)p);
+    free(p);
+}
+
+static void *bc_realloc(void *ctx, void *q, size_t n)
+{
+    if (!q) return bc_malloc(ctx, n);
+    uint8_t *p = (uint8_t *)q - 16;
+    size_t old = *(size_t *)p;
+    uint8_t *np = realloc(p, n + 16);
+    if (!np) return NULL;
+    *(size_t *)np = n;
+    atomic_fetch_add(&g_live_bytes, (long long)n - (long long)old);
+    return np + 16;
+}
+
+/* index_bytes is what a trimmed handle really keeps of drivekit's memory. */
+static void test_trim_bytes(void)
+{
+    NEED_CORPUS();
+    DK_CHECK_EQ_INT(dk_alloc_live(), 0);
+    dk_allocator a = {bc_malloc, bc_realloc, bc_free, NULL};
+    atomic_store(&g_live_bytes, 0);
+    DK_CHECK_OK(dk_set_allocator(&a));
+    static const char *files[] = {"bf0.mp4", "bf3p.mp4", "x265.mp4"};
+    for (int i = 0; i < 3; i++) {
+        long long before = atomic_load(&g_live_bytes);
+        dk_video_config cfg = cfg_native();
+        dk_video *v;
+        DK_CHECK_OK(dk_video_open(cpath(files[i]), &cfg, &v));
+        int64_t fr[] = {1, 30, 60, 2};
+        dk_tensor t;
+        DK_CHECK_OK(dk_video_get_frames(v, NULL, fr, 4, &t, NULL));
+        dk_tensor_release(&t);
+        dk_video_trim(v);
+        long long kept = atomic_load(&g_live_bytes) - before;
+        dk_video_memory m;
+        dk_video_get_memory(v, &m);
+        if ((long long)m.index_bytes > kept || kept - (long long)m.index_bytes > 256)
+            DK_FAIL_("%s: index_bytes %zu, drivekit memory kept %lld", files[i], m.index_bytes,
+                     kept);
+        dk_video_close(v);
+        DK_CHECK_EQ_INT(atomic_load(&g_live_bytes), before);
+    }
+    DK_CHECK_OK(dk_set_allocator(NULL));
+}
+
 static void test_truncated(void)
 {
     NEED_CORPUS();
@@ -1338,6 +1404,7 @@ int main(int argc, char **argv)
         DK_TEST(test_multi),
         DK_TEST(test_index_persistence),
         DK_TEST(test_trim),
+        DK_TEST(test_trim_bytes),
         DK_TEST(test_truncated),
         DK_TEST(test_corrupted),
         DK_TEST(test_errors),

@@ -181,7 +181,7 @@ DK_API void dk_video_reset_stats(dk_video *v);
  *  counts. */
 typedef struct dk_video_memory {
     size_t index_bytes;         /* the packet index, the handle and its caches'
-                                   tables (what dk_video_trim keeps) */
+                                   tables (after dk_video_trim: all it keeps) */
     size_t frame_cache_bytes;   /* decoded frames in the frame cache */
     size_t packet_cache_bytes;  /* demuxed GOPs in the packet cache */
     int decoders;               /* decoder contexts (each with its own open file) */
@@ -193,15 +193,15 @@ DK_API void dk_video_get_memory(const dk_video *v, dk_video_memory *m);
  *  empties the frame and packet caches. The index stays, so the handle can
  *  be kept for a long time at the cost of its index alone: the next request
  *  opens the file again without a scan. Safe while other threads use the
- *  handle: decoders in use are left alone. A pipe or device (which cannot be
- *  read again from the start) keeps its decoders; only the caches are
- *  emptied.
+ *  handle: decoders in use are left alone. A source that is not a regular
+ *  file (a pipe, a device) keeps its decoders; only the caches are emptied.
  *
- *  Every decoder context created after the open (after a trim, or a second
- *  one for parallel GOPs) first checks that the path still names the file
- *  that was opened (same inode, size and modification time); if not, the
- *  frames that needed it fail with DK_EIO, "the file was removed or changed
- *  since it was opened". Open the video again to read the new file. */
+ *  For a regular file, every decoder context created after the open (after a
+ *  trim, or a second one for parallel GOPs) first checks that the path still
+ *  names the file that was opened (same inode, size and modification time);
+ *  if not, the frames that needed it fail with DK_EIO, "the file was removed
+ *  or changed since it was opened". Open the video again to read the new
+ *  file. */
 DK_API void dk_video_trim(dk_video *v);
 
 /** Decodes the given frames (any order, duplicates allowed) of one video into

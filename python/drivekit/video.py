@@ -268,7 +268,8 @@ class Decoder:
     @property
     def memory(self):
         """``dict`` of what the handle holds now (dk_video_memory):
-        ``index_bytes`` (the packet index), ``frame_cache_bytes``,
+        ``index_bytes`` (the packet index, the handle and its caches' tables:
+        after :meth:`trim`, all it keeps), ``frame_cache_bytes``,
         ``packet_cache_bytes`` and ``decoders`` (decoder contexts, each with
         its reference pictures and an open file, not in the byte counts)."""
         return self._video.memory()

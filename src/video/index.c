@@ -441,6 +441,10 @@ int dk__vindex_scan(AVFormatContext *fmt, int si, const char *name, dk__vindex *
     if (ix->n_pkts == 0)
         return dk__error(DK_EINVALIDDATA, "dk_video_open", "%s: the video stream has no packets",
                          name);
+    /* The table grew by doubling: give back the slack (the index may be kept
+       for a long time, see dk_video_trim). */
+    dk__vpkt *fit = dk_realloc(ix->pkts, (size_t)ix->n_pkts * sizeof *fit);
+    if (fit) ix->pkts = fit;
     return dk__vindex_finalize(ix, name);
 }
 

@@ -671,8 +671,8 @@ typedef struct vreq {
     vrun *runs;
     int64_t n_runs;
     int64_t next_run;          /* atomic cursor of the workers */
-    int why_set;               /* atomically: why_buf is taken */
-    char why_buf[160];         /* a worker's reason for failing its frames */
+    char why_buf[160];         /* why workers could not open a decoder (under
+                                  v->mu; the first failure's reason) */
 } vreq;
 
 static uint64_t fkey(dk_video_output out, int64_t frame)
@@ -988,20 +988,21 @@ static void worker_main(void *arg)
             const char *why = "cannot open a decoder";
             d = dec_acquire(v, run->start, rq->fn, &st, &why);
             if (!d) {
-                /* The first failing worker keeps the full reason (with the
-                   system's words, e.g. "Permission denied") for the request's
-                   message: "fn(): path: <reason>" without its prefix. */
-                if (!__atomic_exchange_n(&rq->why_set, 1, __ATOMIC_ACQ_REL)) {
+                /* The full reason, with the system's words (e.g. "Permission
+                   denied"): the message "fn(): path: <reason>" without its
+                   prefix. Every failing worker of the request reports the
+                   first one's. */
+                pthread_mutex_lock(&v->mu);
+                if (!rq->why_buf[0]) {
                     const char *m = dk_errmsg();
                     size_t nf = strlen(rq->fn), np = strlen(v->path);
                     if (!strncmp(m, rq->fn, nf) && !strncmp(m + nf, "(): ", 4) &&
                         !strncmp(m + nf + 4, v->path, np) && !strncmp(m + nf + 4 + np, ": ", 2))
                         m += nf + 4 + np + 2;
-                    if (*m) {
-                        snprintf(rq->why_buf, sizeof rq->why_buf, "%s", m);
-                        why = rq->why_buf;
-                    }
+                    snprintf(rq->why_buf, sizeof rq->why_buf, "%s", *m ? m : why);
                 }
+                why = rq->why_buf;
+                pthread_mutex_unlock(&v->mu);
                 dk_errmsg_clear();
                 for (int64_t i = run->t0; i < run->t1; i++) {
                     rq->tg[i].status = st;
