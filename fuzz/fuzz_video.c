@@ -96,15 +96,17 @@ static void trim_and_again(dk_video *v, const dk_video_info *in)
 {
     int64_t n = in->n_frames;
     int64_t fr[3] = {n / 2, 0, n - 1};
-    int st1[3], st2[3];
+    int st1[3] = {DK_ENOMEM, DK_ENOMEM, DK_ENOMEM}, st2[3] = {DK_ENOMEM, DK_ENOMEM, DK_ENOMEM};
     dk_tensor a, b;
-    dk_video_get_frames(v, NULL, fr, 3, &a, st1);
+    int r1 = dk_video_get_frames(v, NULL, fr, 3, &a, st1);
+    CHECK(documented_frame(r1));
     dk_video_trim(v);
     dk_video_memory m;
     dk_video_get_memory(v, &m);
     CHECK(m.decoders == 0 && m.frame_cache_bytes == 0 && m.packet_cache_bytes == 0);
     CHECK(m.index_bytes > 0);
-    dk_video_get_frames(v, NULL, fr, 3, &b, st2);
+    int r2 = dk_video_get_frames(v, NULL, fr, 3, &b, st2);
+    CHECK(documented_frame(r2));
     size_t fb = dk_video_frame_bytes(v);
     for (int i = 0; i < 3; i++) {
         CHECK(documented_frame(st2[i]));

@@ -23,7 +23,8 @@ typedef struct dk__step_ctx {
  * for a path, opened on first use, and holds it until put.
  *   - At most max_open handles keep decoders (and open files): beyond that
  *     the least recently used one nobody holds is trimmed (dk_video_trim),
- *     keeping its index, so opening it again costs no scan.
+ *     keeping its index, so opening it again costs no scan. (A pipe or
+ *     device is never picked: it would keep its decoders anyway.)
  *   - Trimmed handles are kept while there are at most max_known handles and
  *     their indexes take at most index_budget bytes; beyond that the least
  *     recently used are closed.

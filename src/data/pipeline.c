@@ -415,6 +415,8 @@ static int vc_lru(const dk__video_cache *vc, int open)
     for (int i = 0; i < vc->n; i++) {
         const vc_entry *e = &vc->e[i];
         if (e->holds || (open && !e->open)) continue;
+        /* A pipe or device keeps its decoders when trimmed: never picked. */
+        if (open && !S_ISREG(e->st.st_mode)) continue;
         if (lru < 0 || (!open && e->open < vc->e[lru].open) ||
             ((open || e->open == vc->e[lru].open) && e->used < vc->e[lru].used))
             lru = i;
