@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "drivekit/core.h"
 
@@ -56,6 +57,15 @@ static inline int dk__add_overflow(size_t a, size_t b, size_t *out)
 static inline const char *dk__str(const char *s)
 {
     return s ? s : "(null)";
+}
+
+/* 1 when two stat results name the same, unchanged file: same inode, size
+ * and modification time (a rewrite, a replacement by rename or a touch all
+ * differ). */
+static inline int dk__same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
 }
 
 #define DK__UNUSED(x) ((void)(x))

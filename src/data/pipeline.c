@@ -401,12 +401,6 @@ static uint64_t path_hash(const char *p)
     return h;
 }
 
-static int same_file(const struct stat *a, const struct stat *b)
-{
-    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
-           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
-}
-
 /* The least recently used entry nobody holds, among the open ones (open = 1)
  * or the trimmed ones first (open = 0); -1 if none. */
 static int vc_lru(const dk__video_cache *vc, int open)
@@ -452,7 +446,7 @@ int dk__video_cache_get(dk__video_cache *vc, const char *path, dk_video **out)
         if (vc->e[i].hash == hash && !vc->e[i].stale && !strcmp(vc->e[i].path, path)) at = i;
     /* A handle whose file changed since it was opened is dropped (closed now,
        or on its last put when held) and the file opened anew. */
-    if (at >= 0 && (!have_stat || !same_file(&now, &vc->e[at].st))) {
+    if (at >= 0 && (!have_stat || !dk__same_file(&now, &vc->e[at].st))) {
         if (vc->e[at].holds)
             vc->e[at].stale = 1;
         else
