@@ -68,17 +68,23 @@ int dk__lru_create(size_t capacity, int spares, dk__lru **out)
     return DK_OK;
 }
 
+/* Releases the entries of a recency list from `e` up to the sentinel, and
+ * n spares. */
+static void release(lru_ent *e, const lru_ent *head, dk_buffer *const *spare, size_t n)
+{
+    while (e != head) {
+        lru_ent *next = e->next;
+        dk_buffer_unref(e->val);
+        dk_free(e);
+        e = next;
+    }
+    for (size_t i = 0; i < n; i++) dk_buffer_unref(spare[i]);
+}
+
 void dk__lru_destroy(dk__lru *c)
 {
     if (!c) return;
-    lru_ent *e = c->head.next;
-    while (e != &c->head) {
-        lru_ent *n = e->next;
-        dk_buffer_unref(e->val);
-        dk_free(e);
-        e = n;
-    }
-    for (size_t i = 0; i < c->n_spare; i++) dk_buffer_unref(c->spare[i]);
+    release(c->head.next, &c->head, c->spare, c->n_spare);
     pthread_mutex_destroy(&c->mu);
     dk_free(c->buckets);
     dk_free(c);
@@ -118,13 +124,7 @@ void dk__lru_clear(dk__lru *c)
     pthread_mutex_unlock(&c->mu);
     dk_free(old);
     /* Released outside the lock: a segment frees many packets. */
-    while (e != &c->head) {
-        lru_ent *n = e->next;
-        dk_buffer_unref(e->val);
-        dk_free(e);
-        e = n;
-    }
-    for (size_t i = 0; i < n_spare; i++) dk_buffer_unref(spare[i]);
+    release(e, &c->head, spare, n_spare);
 }
 
 static lru_ent *find(dk__lru *c, uint64_t key)

@@ -335,12 +335,10 @@ static const char *av_why(int ret, char *buf, size_t n)
     return buf;
 }
 
-/* A demuxer + decoder for the video. Errors are recorded ("fn(): path: ...")
- * and *why gets a static reason for the frames that needed the decoder. */
-static int dec_create(dk_video *v, const char *fn, vdec **out, const char **why)
+/* A demuxer + decoder for the video. Errors are recorded ("fn(): path: ..."). */
+static int dec_create(dk_video *v, const char *fn, vdec **out)
 {
     *out = NULL;
-    *why = "out of memory";
     char e[AV_ERROR_MAX_STRING_SIZE];
     vdec *d = dk_calloc(1, sizeof *d);
     if (!d) return dk__error(DK_ENOMEM, fn, "%s: out of memory", v->path);
@@ -351,18 +349,14 @@ static int dec_create(dk_video *v, const char *fn, vdec **out, const char **why)
        e.g. after dk_video_trim). */
     struct stat now;
     if (!v->mem && S_ISREG(v->st.st_mode) &&
-        (stat(v->path, &now) != 0 || now.st_ino != v->st.st_ino || now.st_dev != v->st.st_dev ||
-         now.st_size != v->st.st_size || now.st_mtim.tv_sec != v->st.st_mtim.tv_sec ||
-         now.st_mtim.tv_nsec != v->st.st_mtim.tv_nsec)) {
+        (stat(v->path, &now) != 0 || !dk__same_file(&now, &v->st))) {
         dk_free(d);
-        *why = "the file was removed or changed since it was opened";
         return dk__error(DK_EIO, fn, "%s: the file was removed or changed since it was opened",
                          v->path);
     }
     int ret = fmt_open(v, &d->fmt, &d->io, &d->mem);
     if (ret < 0) {
         dk_free(d);
-        *why = "cannot open the file again";
         return dk__error(av_status(ret), fn, "%s: cannot open: %s", v->path,
                          av_why(ret, e, sizeof e));
     }
@@ -373,7 +367,6 @@ static int dec_create(dk_video *v, const char *fn, vdec **out, const char **why)
         if (avformat_find_stream_info(d->fmt, NULL) < 0 || (unsigned)si >= d->fmt->nb_streams ||
             d->fmt->streams[si]->codecpar->codec_id != ix->codec_id) {
             dec_free(d);
-            *why = "the stream is not the indexed one";
             return dk__error(DK_EINVALIDDATA, fn, "%s: stream %d is not the indexed %s stream",
                              v->path, si, ix->codec);
         }
@@ -382,7 +375,6 @@ static int dec_create(dk_video *v, const char *fn, vdec **out, const char **why)
     AVStream *st = d->fmt->streams[si];
     if (av_cmp_q(st->time_base, ix->time_base) != 0) {
         dec_free(d);
-        *why = "the stream is not the indexed one";
         return dk__error(DK_EINVALIDDATA, fn, "%s: stream time base %d/%d differs from the index's",
                          v->path, st->time_base.num, st->time_base.den);
     }
@@ -390,7 +382,6 @@ static int dec_create(dk_video *v, const char *fn, vdec **out, const char **why)
     const AVCodec *codec = avcodec_find_decoder(ix->codec_id);
     if (!codec) {
         dec_free(d);
-        *why = "no decoder for the codec";
         return dk__error(DK_EUNSUPPORTED, fn, "%s: no decoder for codec %s", v->path, ix->codec);
     }
     d->cc = avcodec_alloc_context3(codec);
@@ -402,7 +393,6 @@ static int dec_create(dk_video *v, const char *fn, vdec **out, const char **why)
     }
     if ((ret = avcodec_parameters_to_context(d->cc, st->codecpar)) < 0) {
         dec_free(d);
-        *why = "bad codec parameters";
         return dk__error(av_status(ret), fn, "%s: bad codec parameters: %s", v->path,
                          av_why(ret, e, sizeof e));
     }
@@ -425,7 +415,6 @@ static int dec_create(dk_video *v, const char *fn, vdec **out, const char **why)
     if (ix->codec_id == AV_CODEC_ID_HEVC) d->cc->err_recognition |= AV_EF_EXPLODE;
     if ((ret = avcodec_open2(d->cc, codec, NULL)) < 0) {
         dec_free(d);
-        *why = "cannot open the decoder";
         return dk__error(DK_EUNSUPPORTED, fn, "%s: cannot open the %s decoder: %s", v->path,
                          ix->codec, av_why(ret, e, sizeof e));
     }
@@ -439,8 +428,7 @@ static int dec_create(dk_video *v, const char *fn, vdec **out, const char **why)
 /* A free decoder for a run starting at packet `start`: the one whose
  * demuxer sits closest before it, else a new one (up to max_decoders),
  * else waits for one to be released. */
-static vdec *dec_acquire(dk_video *v, int64_t start, const char *fn, int *status,
-                         const char **why)
+static vdec *dec_acquire(dk_video *v, int64_t start, const char *fn, int *status)
 {
     *status = DK_OK;
     pthread_mutex_lock(&v->mu);
@@ -466,7 +454,7 @@ static vdec *dec_acquire(dk_video *v, int64_t start, const char *fn, int *status
             v->n_creating++;
             pthread_mutex_unlock(&v->mu);
             vdec *d = NULL;
-            int st = dec_create(v, fn, &d, why);
+            int st = dec_create(v, fn, &d);
             pthread_mutex_lock(&v->mu);
             v->n_creating--;
             if (st == DK_OK) {
@@ -985,8 +973,7 @@ static void worker_main(void *arg)
         const vrun *run = &rq->runs[r];
         if (!d) {
             int st;
-            const char *why = "cannot open a decoder";
-            d = dec_acquire(v, run->start, rq->fn, &st, &why);
+            d = dec_acquire(v, run->start, rq->fn, &st);
             if (!d) {
                 /* The full reason, with the system's words (e.g. "Permission
                    denied"): the message "fn(): path: <reason>" without its
@@ -999,14 +986,14 @@ static void worker_main(void *arg)
                     if (!strncmp(m, rq->fn, nf) && !strncmp(m + nf, "(): ", 4) &&
                         !strncmp(m + nf + 4, v->path, np) && !strncmp(m + nf + 4 + np, ": ", 2))
                         m += nf + 4 + np + 2;
-                    snprintf(rq->why_buf, sizeof rq->why_buf, "%s", *m ? m : why);
+                    snprintf(rq->why_buf, sizeof rq->why_buf, "%s",
+                             *m ? m : "cannot open a decoder");
                 }
-                why = rq->why_buf;
                 pthread_mutex_unlock(&v->mu);
                 dk_errmsg_clear();
                 for (int64_t i = run->t0; i < run->t1; i++) {
                     rq->tg[i].status = st;
-                    rq->tg[i].why = why;
+                    rq->tg[i].why = rq->why_buf;
                 }
                 continue;
             }
@@ -1586,18 +1573,17 @@ static int video_open(const char *path, const void *mem, size_t mem_size,
         }
     }
     vdec *d0 = NULL;
-    const char *why0;
     if (!v->index_loaded) {
         if ((st = scan(v)) != DK_OK) goto fail;
     }
-    if ((st = dec_create(v, fn, &d0, &why0)) != DK_OK) {
+    if ((st = dec_create(v, fn, &d0)) != DK_OK) {
         if (!v->index_loaded || st == DK_ENOMEM) goto fail;
         /* The index file matched size and mtime but not the content. */
         dk_log(DK_LOG_WARN, "%s; rebuilding the index", dk_errmsg());
         dk_errmsg_clear();
         dk__vindex_free(&v->ix);
         v->index_loaded = 0;
-        if ((st = scan(v)) != DK_OK || (st = dec_create(v, fn, &d0, &why0)) != DK_OK) goto fail;
+        if ((st = scan(v)) != DK_OK || (st = dec_create(v, fn, &d0)) != DK_OK) goto fail;
     }
     v->decs[v->n_decs++] = d0;
     if (!v->index_loaded) {
