@@ -1286,6 +1286,22 @@ static void *trim_main(void *p)
     return NULL;
 }
 
+/* Three threads making random requests on one handle; none may get a wrong
+ * frame. */
+static void three_decoding_threads(dk_video *v, const truth *t, uint64_t seed)
+{
+    pthread_t th[3];
+    thr_arg args[3];
+    for (int i = 0; i < 3; i++) {
+        args[i] = (thr_arg){v, t, 0, seed + (uint64_t)i};
+        pthread_create(&th[i], NULL, thr_main, &args[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        DK_CHECK_EQ_INT(args[i].bad, 0);
+    }
+}
+
 static void test_threads_and_leaks(void)
 {
     NEED_CORPUS();
@@ -1298,29 +1314,13 @@ static void test_threads_and_leaks(void)
     cfg.packet_cache_bytes = (size_t)256 << 10;
     dk_video *v;
     DK_CHECK_OK(dk_video_open(cpath("x265.mp4"), &cfg, &v));
-    pthread_t th[3];
-    thr_arg args[3];
-    for (int i = 0; i < 3; i++) {
-        args[i] = (thr_arg){v, &t, 0, (uint64_t)i + 10};
-        pthread_create(&th[i], NULL, thr_main, &args[i]);
-    }
-    for (int i = 0; i < 3; i++) {
-        pthread_join(th[i], NULL);
-        DK_CHECK_EQ_INT(args[i].bad, 0);
-    }
+    three_decoding_threads(v, &t, 10);
     DK_CHECK(dk__video_decoders(v) <= 2);
     /* The same with a fourth thread trimming the handle all along. */
     trim_arg ta = {v, 0, 0};
     pthread_t tt;
     pthread_create(&tt, NULL, trim_main, &ta);
-    for (int i = 0; i < 3; i++) {
-        args[i] = (thr_arg){v, &t, 0, (uint64_t)i + 20};
-        pthread_create(&th[i], NULL, thr_main, &args[i]);
-    }
-    for (int i = 0; i < 3; i++) {
-        pthread_join(th[i], NULL);
-        DK_CHECK_EQ_INT(args[i].bad, 0);
-    }
+    three_decoding_threads(v, &t, 20);
     __atomic_store_n(&ta.stop, 1, __ATOMIC_RELEASE);
     pthread_join(tt, NULL);
     DK_CHECK(ta.trims > 0);
